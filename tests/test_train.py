@@ -1,0 +1,406 @@
+"""Tests of probunet.train (fit, schedules, checkpoints, exact resume) and probunet.evaluate.sample_masks."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from probunet import train
+from probunet.data import ToyAmbiguousDataset, load_split
+from probunet.evaluate import sample_masks
+from probunet.model import ProbabilisticUNet
+from probunet.train import load_checkpoint, load_model, lr_at, resolve_device, save_checkpoint
+from probunet.unet import UNet
+
+torch.set_num_threads(1)  # tiny tensors: extra threads only add contention on a shared 2-core machine
+
+LOSS_TERMS = ("step", "lr", "total", "recon", "kl")
+
+
+def fit(model, dataset, **kwargs):
+    """train.fit on the CPU unless a test names a device: exact reproducibility is promised on the CPU only."""
+    return train.fit(model, dataset, **({"device": "cpu"} | kwargs))
+
+
+def prob_unet(seed=0, latent_dim=2, **kw) -> ProbabilisticUNet:
+    torch.manual_seed(seed)
+    return ProbabilisticUNet(channels=kw.pop("channels", (4, 8)), convs_per_block=1, latent_dim=latent_dim,
+                             fcomb_channels=8, **kw)
+
+
+def unet(seed=0, channels=(4, 8), **kw) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(channels=channels, convs_per_block=1, **kw)
+
+
+@pytest.fixture(scope="module")
+def train_ds() -> ToyAmbiguousDataset:
+    return ToyAmbiguousDataset("train")
+
+
+@pytest.fixture(scope="module")
+def small_ds() -> ToyAmbiguousDataset:
+    """64 training images: 8 batches of 8 per epoch, so 20 steps cross epoch boundaries."""
+    return ToyAmbiguousDataset(arrays={k: v[:64] for k, v in load_split("train").items()})
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_params(a, b):
+    pa, pb = params(a), params(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+
+
+def constant_predictor_loss(ds) -> float:
+    """Per-image cross-entropy of always predicting the foreground frequency: what 'learning nothing' costs."""
+    f = ds.annotations.double().mean().item()
+    return -ds.images.shape[-1] * ds.images.shape[-2] * (f * math.log(f) + (1 - f) * math.log(1 - f))
+
+
+# -----------------------------------------------------------------------------
+# the loss goes down
+
+
+def test_fit_lowers_the_loss_of_a_prob_unet(train_ds):
+    # measured here (60 steps, batch 8, seeds 0-7): last-10 / first-10 mean total in 0.14-0.38, last-10 mean
+    # in 76-226 against 228 for the best constant prediction; seed 0 gives 0.18 and 88
+    model = prob_unet(seed=0)
+    hist = fit(model, train_ds, steps=60, batch_size=8, lr=1e-2, seed=0, progress=False)
+    assert set(hist) == {"step", "lr", "seconds", "total", "recon", "kl"}
+    assert all(len(v) == 60 for v in hist.values())
+    assert hist["step"] == list(range(1, 61))
+    total = np.array(hist["total"])
+    assert np.isfinite(total).all()
+    np.testing.assert_allclose(total, np.array(hist["recon"]) + np.array(hist["kl"]), rtol=1e-5)
+    first, last = total[:10].mean(), total[-10:].mean()
+    assert last < 0.5 * first
+    assert last < 0.8 * constant_predictor_loss(train_ds)
+    assert not model.training, "fit should leave the model in eval mode"
+
+
+def test_fit_lowers_the_loss_of_a_unet(train_ds):
+    # measured here (channels (8, 16), 60 steps, lr 3e-3, seeds 0-7): ratio 0.20-0.30, last-10 mean 109-175
+    model = unet(seed=0, channels=(8, 16))
+    hist = fit(model, train_ds, steps=60, batch_size=8, lr=3e-3, seed=0, progress=False)
+    assert set(hist) == {"step", "lr", "seconds", "total", "recon"}
+    assert hist["total"] == hist["recon"]
+    total = np.array(hist["total"])
+    assert total[-10:].mean() < 0.5 * total[:10].mean()
+    assert total[-10:].mean() < 0.8 * constant_predictor_loss(train_ds)
+
+
+def test_beta_reaches_the_elbo(small_ds):
+    hist = fit(prob_unet(), small_ds, steps=4, batch_size=8, beta=0.0, progress=False)
+    assert hist["total"] == hist["recon"] and max(hist["kl"]) > 0
+    hist = fit(prob_unet(), small_ds, steps=4, batch_size=8, beta=3.0, progress=False)
+    np.testing.assert_allclose(hist["total"], np.array(hist["recon"]) + 3 * np.array(hist["kl"]), rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
+def test_non_finite_loss_stops_training(small_ds, monkeypatch):
+    model = unet()
+    monkeypatch.setattr(model, "loss", lambda x, y: {"total": torch.tensor(float("nan"), requires_grad=True)})
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        fit(model, small_ds, steps=3, batch_size=8, progress=False)
+
+
+# -----------------------------------------------------------------------------
+# reproducibility, checkpoints, resume
+
+
+def test_same_seed_gives_identical_runs(small_ds):
+    runs = []
+    for fit_seed in (3, 3, 4):
+        model = prob_unet(seed=0)
+        hist = fit(model, small_ds, steps=15, batch_size=8, lr=3e-3, seed=fit_seed, progress=False)
+        runs.append((model, hist))
+    (m1, h1), (m2, h2), (m3, h3) = runs
+    for key in LOSS_TERMS:
+        assert h1[key] == h2[key], key
+    assert_same_params(m1, m2)
+    assert h1["total"] != h3["total"], "a different seed should give a different run"
+
+
+@pytest.mark.parametrize("make", [prob_unet, unet])
+def test_checkpoint_round_trip(small_ds, tmp_path, make):
+    model = make()
+    path = tmp_path / "ckpt.pt"
+    fit(model, small_ds, steps=7, batch_size=8, checkpoint=path, checkpoint_every=5, progress=False)
+    loaded = load_model(path, device="cpu")
+    assert type(loaded) is type(model) and loaded.config == model.config and not loaded.training
+    assert_same_params(loaded, model)
+    x, y = small_ds.images[:4], small_ds.annotations[:4, 0]
+    torch.manual_seed(11)
+    a = model.sample(x, 3)
+    torch.manual_seed(11)
+    b = loaded.sample(x, 3)
+    assert torch.equal(a, b)
+    if isinstance(model, ProbabilisticUNet):
+        assert torch.equal(model.reconstruct(x, y, use_posterior_mean=True),
+                           loaded.reconstruct(x, y, use_posterior_mean=True))
+    # a model with other weights gives other outputs: the comparison above means something
+    torch.manual_seed(11)
+    assert not torch.equal(make(seed=5).eval().sample(x, 3), a)
+
+
+def test_checkpoint_contents_and_atomic_write(small_ds, tmp_path):
+    path = tmp_path / "run" / "ckpt.pt"
+    model = prob_unet()
+    hist = fit(model, small_ds, steps=6, batch_size=8, lr=2e-3, seed=9, checkpoint=path, checkpoint_every=4,
+               progress=False)
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"], "a temporary file was left behind"
+    ckpt = load_checkpoint(path)
+    assert {"model", "optimizer", "step", "config", "history", "model_class", "model_config"} <= set(ckpt)
+    assert ckpt["step"] == 6 and ckpt["model_class"] == "ProbabilisticUNet" and ckpt["model_config"] == model.config
+    assert ckpt["config"]["steps"] == 6 and ckpt["config"]["lr"] == 2e-3 and ckpt["config"]["seed"] == 9
+    assert ckpt["config"]["batch_size"] == 8
+    assert ckpt["history"]["total"] == hist["total"]
+    assert len(ckpt["optimizer"]["state"]) == len(list(model.parameters()))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in ckpt["model"].items())
+
+    # a save that dies half way leaves the previous checkpoint readable
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    real_save = torch.save
+    torch.save = broken_save
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            save_checkpoint(path, model, torch.optim.Adam(model.parameters()), 99, {}, {})
+    finally:
+        torch.save = real_save
+    assert load_checkpoint(path)["step"] == 6
+
+
+class Crash(Exception):
+    pass
+
+
+def test_exact_resume_after_a_crash(small_ds, tmp_path, monkeypatch):
+    kw = dict(steps=20, batch_size=8, lr=3e-3, seed=1, checkpoint_every=10, progress=False)
+    # the reference: 20 steps straight
+    ref = prob_unet(seed=0)
+    ref_hist = fit(ref, small_ds, checkpoint=tmp_path / "ref.pt", **kw)
+
+    # the same run, killed right after writing its step-10 checkpoint
+    real_save = train.save_checkpoint
+
+    def save_then_crash(path, model, optimizer, step, *args, **kwargs):
+        real_save(path, model, optimizer, step, *args, **kwargs)
+        if step == 10:
+            raise Crash
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_crash)
+    path = tmp_path / "run.pt"
+    with pytest.raises(Crash):
+        fit(prob_unet(seed=0), small_ds, checkpoint=path, **kw)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert load_checkpoint(path)["step"] == 10
+
+    # a new process would have other weights and another RNG state: resume must not depend on either
+    resumed = prob_unet(seed=123)
+    torch.manual_seed(999)
+    torch.rand(17)
+    hist = fit(resumed, small_ds, checkpoint=path, resume=True, **kw)
+    assert hist["step"] == list(range(1, 21))
+    for key in LOSS_TERMS:
+        assert hist[key] == ref_hist[key], key
+    assert_same_params(resumed, ref)
+    assert load_checkpoint(path)["step"] == 20
+
+
+def test_exact_resume_one_step_at_a_time(small_ds, tmp_path):
+    """max_seconds=0 stops after every step; resuming 12 times equals 12 steps straight."""
+    kw = dict(steps=12, batch_size=8, lr=3e-3, seed=2, checkpoint_every=5, progress=False)
+    ref = prob_unet()
+    ref_hist = fit(ref, small_ds, **kw)
+    path = tmp_path / "ckpt.pt"
+    for i in range(12):
+        model = prob_unet(seed=0 if i == 0 else 100 + i)  # the first call starts the run: the reference's init
+        hist = fit(model, small_ds, checkpoint=path, resume=True, max_seconds=0, **kw)
+        assert len(hist["step"]) == i + 1 and load_checkpoint(path)["step"] == i + 1
+    for key in LOSS_TERMS:
+        assert hist[key] == ref_hist[key], key
+    assert_same_params(model, ref)
+
+
+def test_resume_refuses_another_model(small_ds, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    fit(prob_unet(latent_dim=2), small_ds, steps=2, batch_size=8, checkpoint=path, progress=False)
+    for other in (prob_unet(latent_dim=3), prob_unet(channels=(4, 4)), unet()):
+        before = params(other)
+        with pytest.raises(ValueError, match="checkpoint .* holds a ProbabilisticUNet"):
+            fit(other, small_ds, steps=4, batch_size=8, checkpoint=path, resume=True, progress=False)
+        assert all(torch.equal(v, params(other)[k]) for k, v in before.items())
+    # without resume=True the file is simply overwritten by the new run
+    fit(unet(), small_ds, steps=1, batch_size=8, checkpoint=path, progress=False)
+    assert load_checkpoint(path)["model_class"] == "UNet"
+
+
+def test_resume_refuses_other_training_settings(small_ds, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    fit(prob_unet(), small_ds, steps=2, batch_size=8, lr=1e-3, checkpoint=path, progress=False)
+    with pytest.raises(ValueError, match=r"other training settings .*'lr': \(0.001, 0.01\)"):
+        fit(prob_unet(), small_ds, steps=2, batch_size=8, lr=1e-2, checkpoint=path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="other training settings .*'steps'"):
+        fit(prob_unet(), small_ds, steps=5, batch_size=8, lr=1e-3, checkpoint=path, resume=True, progress=False)
+
+
+def test_resume_without_a_checkpoint_starts_fresh(small_ds, tmp_path):
+    path = tmp_path / "new.pt"
+    a = fit(prob_unet(), small_ds, steps=3, batch_size=8, checkpoint=path, resume=True, progress=False)
+    b = fit(prob_unet(), small_ds, steps=3, batch_size=8, progress=False)
+    assert a["step"] == [1, 2, 3] and a["total"] == b["total"]
+    assert load_checkpoint(path)["step"] == 3
+
+
+# -----------------------------------------------------------------------------
+# schedules and arguments
+
+
+def test_lr_schedules():
+    lr, total = 0.01, 1000
+    assert lr_at(0, total, lr, "cosine") == pytest.approx(lr)
+    assert lr_at(total - 1, total, lr, "cosine") == pytest.approx(0.01 * lr, rel=1e-3)
+    assert lr_at(total // 2, total, lr, "cosine") == pytest.approx(lr * (0.01 + 0.99 * 0.5))
+    cos = [lr_at(s, total, lr, "cosine") for s in range(total)]
+    assert all(a >= b for a, b in zip(cos, cos[1:]))
+    assert lr_at(599, total, lr, "step") == pytest.approx(lr)
+    assert lr_at(600, total, lr, "step") == pytest.approx(lr / 10)
+    assert lr_at(849, total, lr, "step") == pytest.approx(lr / 10)
+    assert lr_at(850, total, lr, "step") == pytest.approx(lr / 100)
+    assert {lr_at(s, total, lr, "constant") for s in range(0, total, 7)} == {lr}
+    assert [lr_at(s, 100, 1.0, "constant", warmup=4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_at(4, 104, 1.0, "step", warmup=4) == 1.0 and lr_at(64, 104, 1.0, "step", warmup=4) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown lr schedule 'linear'"):
+        lr_at(0, total, lr, "linear")
+
+
+def test_fit_follows_the_schedule(small_ds):
+    hist = fit(unet(), small_ds, steps=10, batch_size=8, lr=0.02, lr_schedule="step", warmup=2, progress=False)
+    assert hist["lr"] == [lr_at(s, 10, 0.02, "step", 2) for s in range(10)]
+    assert hist["lr"][0] == pytest.approx(0.01) and hist["lr"][-1] == pytest.approx(0.0002)
+
+
+def test_fit_rejects_bad_arguments(small_ds):
+    model = unet()
+    before = params(model)
+    cases = [
+        (dict(steps=5, epochs=1), "exactly one of steps or epochs"),
+        (dict(), "exactly one of steps or epochs"),
+        (dict(steps=5, batch_size=65), r"batch_size must be in \[1, len\(dataset\) = 64\], got 65"),
+        (dict(steps=5, batch_size=0), "batch_size"),
+        (dict(epochs=0), "at least one training step"),
+        (dict(steps=5, lr_schedule="linear"), "unknown lr schedule"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            fit(model, small_ds, **({"batch_size": 8, "progress": False} | kwargs))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "a rejected fit changed the model"
+
+
+def test_epochs_count_whole_batches_and_visit_every_image_once(small_ds):
+    seen = []
+
+    class Recording(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(small_ds)
+
+        def __getitem__(self, i):
+            seen.append(i)
+            return small_ds[i]
+
+    hist = fit(unet(), Recording(), epochs=1, batch_size=10, progress=False)
+    assert hist["step"] == list(range(1, 7))  # 64 // 10
+    assert len(seen) == 60 and len(set(seen)) == 60
+    seen.clear()
+    hist = fit(unet(), Recording(), epochs=2, batch_size=8, progress=False)
+    assert len(hist["step"]) == 16
+    assert sorted(seen[:64]) == list(range(64)) and sorted(seen[64:]) == list(range(64))
+    assert seen[:64] != seen[64:], "each epoch should draw a new order"
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_progress_bar_goes_to_stderr(small_ds, capsys):
+    fit(prob_unet(), small_ds, steps=3, batch_size=8, progress=True)
+    err = capsys.readouterr().err
+    assert "ProbabilisticUNet" in err and "3/3" in err
+    fit(unet(), small_ds, steps=2, batch_size=8, progress=True)
+    assert "UNet" in capsys.readouterr().err
+    fit(unet(), small_ds, steps=2, batch_size=8, progress=False)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_loss_kwargs_reach_the_loss(small_ds, monkeypatch):
+    model = prob_unet()
+    calls = []
+    real = model.elbo
+
+    def spy(x, y, **kwargs):
+        calls.append(kwargs)
+        return real(x, y, **kwargs)
+
+    monkeypatch.setattr(model, "elbo", spy)
+    fit(model, small_ds, steps=2, batch_size=8, beta=0.5, loss_kwargs={"analytic_kl": False}, progress=False)
+    assert calls == [{"beta": 0.5, "analytic_kl": False}] * 2
+
+
+# -----------------------------------------------------------------------------
+# evaluate.sample_masks
+
+
+def test_sample_masks(small_ds):
+    model = prob_unet().eval()
+    images = small_ds.images[:7]
+    torch.manual_seed(0)
+    masks = sample_masks(model, images, n=5, batch_size=3)
+    assert masks.shape == (7, 5, 32, 32) and masks.dtype == torch.uint8 and masks.device.type == "cpu"
+    assert set(masks.unique().tolist()) <= {0, 1}
+    torch.manual_seed(0)
+    expected = torch.cat([model.sample(images[i:i + 3], 5).argmax(2) for i in range(0, 7, 3)])
+    assert torch.equal(masks, expected.to(torch.uint8))
+    u = sample_masks(unet(), images, n=4)
+    assert u.shape == (7, 4, 32, 32) and u.dtype == torch.uint8
+    assert all(torch.equal(u[:, j], u[:, 0]) for j in range(4))
+    three = sample_masks(prob_unet(num_classes=3), images, n=6)
+    assert set(three.unique().tolist()) <= {0, 1, 2}
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        sample_masks(model, images, n=0)
+
+
+# -----------------------------------------------------------------------------
+# CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_and_sample_on_cuda(small_ds, tmp_path):
+    model = prob_unet()
+    path = tmp_path / "ckpt.pt"
+    hist = fit(model, small_ds, steps=6, batch_size=8, device="auto", checkpoint=path, checkpoint_every=3,
+               progress=False)
+    assert next(model.parameters()).is_cuda and np.isfinite(hist["total"]).all()
+    masks = sample_masks(model, small_ds.images[:5], n=3)
+    assert masks.device.type == "cpu" and masks.dtype == torch.uint8 and masks.shape == (5, 3, 32, 32)
+    assert next(load_model(path).parameters()).is_cuda
+    assert not next(load_model(path, device="cpu").parameters()).is_cuda
+    hist = fit(prob_unet(seed=3), small_ds, steps=9, batch_size=8, device="cuda", checkpoint=path, resume=True,
+               progress=False)
+    assert hist["step"] == list(range(1, 10))
