@@ -5,6 +5,7 @@
 Each model trains with the default recipe (RECIPE below) for at most M minutes of wall time,
 then draws 100 prior samples per test image; the scores are those of probunet.metrics.summarize
 against the toy data's known truth. Prints a table and writes a JSON list, one object per model.
+With --export-weights the trained models are written to probunet/weights/ (the book loads them).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset, UNet  # noqa: E402
 from probunet.evaluate import evaluate  # noqa: E402
+from probunet.pretrained import WEIGHTS_DIR, save_weights  # noqa: E402
 from probunet.train import fit, seed_everything  # noqa: E402
 
 RECIPE = dict(batch_size=32, lr=1e-3, lr_schedule="cosine", beta=1.0)
@@ -37,7 +39,8 @@ def steps_per_second(make_model, train: ToyAmbiguousDataset, probe_steps: int = 
     return probe_steps / (time.perf_counter() - t)
 
 
-def run(name: str, make_model, minutes: float, samples: int, seed: int, checkpoint: Path | None = None) -> dict:
+def run(name: str, make_model, minutes: float, samples: int, seed: int, checkpoint: Path | None = None,
+        export: Path | None = None) -> dict:
     train, test = ToyAmbiguousDataset("train", annotation=ANNOTATION), ToyAmbiguousDataset("test")
     steps = max(1, int(steps_per_second(make_model, train) * minutes * 60 * 0.97))
     seed_everything(seed)
@@ -48,6 +51,8 @@ def run(name: str, make_model, minutes: float, samples: int, seed: int, checkpoi
     train_seconds = time.perf_counter() - t
     done = len(history["step"])
     scores = evaluate(model, test, n=samples)
+    if export is not None:
+        save_weights(model, export, info=weights_info(done, train_seconds, scores))
     return {"model": name, "train_seconds": round(train_seconds, 1), "steps": done, "planned_steps": steps,
             "images_per_second": round(done * RECIPE["batch_size"] / train_seconds, 1),
             **{k: round(v, 4) for k, v in scores.items() if isinstance(v, float)},
@@ -57,6 +62,13 @@ def run(name: str, make_model, minutes: float, samples: int, seed: int, checkpoi
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"}
 
 
+def weights_info(steps: int, train_seconds: float, scores: dict) -> dict:
+    """How a shipped model was made, stored beside its weights."""
+    return {"recipe": dict(RECIPE, annotation=ANNOTATION, steps=steps), "device": "cpu", "torch": torch.__version__,
+            "train_seconds": round(train_seconds, 1), "made_by": "benchmarks/toy.py --export-weights",
+            "test_scores": {k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="training wall time per model")
@@ -64,10 +76,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--checkpoints", type=Path, help="save each trained model in this folder")
+    parser.add_argument("--export-weights", action="store_true", help=f"write the models to {WEIGHTS_DIR}")
     args = parser.parse_args()
     models = {"ProbabilisticUNet": ProbabilisticUNet, "UNet": UNet}
+    weights = {"ProbabilisticUNet": "probunet_toy", "UNet": "unet_toy"}
     results = [run(name, make, args.minutes, args.samples, args.seed,
-                   args.checkpoints / f"{name}.pt" if args.checkpoints else None) for name, make in models.items()]
+                   args.checkpoints / f"{name}.pt" if args.checkpoints else None,
+                   WEIGHTS_DIR / f"{weights[name]}.pt" if args.export_weights else None)
+               for name, make in models.items()]
     print(f"\n{'':>18}" + "".join(f"{name:>20}" for name in models))
     for column in COLUMNS:
         print(f"{column:>18}" + "".join(f"{r[column]:>20}" for r in results))

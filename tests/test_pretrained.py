@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from probunet import ProbabilisticUNet, ToyAmbiguousDataset, UNet
+from probunet.evaluate import sample_masks
+from probunet.metrics import ged_exact
+from probunet.pretrained import available, load_pretrained, save_weights
+
+torch.set_num_threads(1)
+
+
+def test_shipped_weights_load_with_how_they_were_made():
+    assert {"probunet_toy", "unet_toy"} <= set(available())
+    model = load_pretrained("probunet_toy", device="cpu")
+    assert isinstance(model, ProbabilisticUNet) and not model.training
+    assert model.info["recipe"]["steps"] > 1000 and "test_scores" in model.info
+    assert isinstance(load_pretrained("unet_toy", device="cpu"), UNet)
+
+
+def test_unknown_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="no shipped weights named 'nope'; available: .*probunet_toy"):
+        load_pretrained("nope")
+
+
+def test_shipped_prob_unet_beats_the_unet_against_the_truth():
+    test = ToyAmbiguousDataset("test")
+    modes, probs = test.all_modes()
+    torch.manual_seed(0)
+    scores = {name: ged_exact(sample_masks(load_pretrained(name, device="cpu"), test.images[:100], n=16),
+                              modes[:100], probs[:100]).mean().item() for name in ("probunet_toy", "unet_toy")}
+    assert scores["probunet_toy"] < 0.1 and scores["unet_toy"] > 0.2, scores
+
+
+def test_save_weights_round_trip(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = ProbabilisticUNet(channels=(4, 8), convs_per_block=1, latent_dim=2)
+    monkeypatch.setattr("probunet.pretrained.WEIGHTS_DIR", tmp_path)
+    save_weights(model, tmp_path / "tiny.pt", info={"note": "test"})
+    loaded = load_pretrained("tiny", device="cpu")
+    assert loaded.info == {"note": "test"}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
