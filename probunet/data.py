@@ -59,11 +59,13 @@ def _draw_shapes(rng: np.random.Generator, size: int, num_objects: int) -> np.nd
 def generate_toy(n: int, size: int = 32, num_objects: int = 2, num_raters: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Generate ``n`` toy images with their objects, probabilities and rater masks.
 
-    Returns a dict of arrays:
+    Returns a dict of arrays::
+
         images      uint8 (N, H, W)        intensities, 0..255
         objects     bool  (N, K, H, W)     the K objects' masks, left to right
         probs       float32 (N, K)         probability that a rater marks object k
         annotations uint8 (N, R, H, W)     R rater masks drawn from the true law (0/1)
+
     The same arguments give the same arrays, bit for bit.
     """
     if n < 1 or num_objects < 1 or num_raters < 1:

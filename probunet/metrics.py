@@ -294,7 +294,7 @@ def object_frequencies(samples: Array, objects: Array, coverage: float = 0.5) ->
 
 
 def mode_tv(freqs: Array, probs: Array, pooled: bool = True) -> float | torch.Tensor:
-    """Total-variation distance 0.5 * sum |f - p| between predicted and true mode frequencies.
+    """Total-variation distance ``0.5 * sum |f - p|`` between predicted and true mode frequencies.
 
     freqs (N, M + 1) from :func:`mode_frequencies` (the true "other" is 0) or
     (N, M); probs (N, M). ``pooled=True`` compares the image-averaged frequencies
@@ -347,7 +347,7 @@ def calibration_curve(predicted: Array, true: Array, bins: int = 10) -> dict[str
 
 
 def calibration_error(predicted: Array, true: Array, bins: int = 10) -> float:
-    """Expected calibration error sum_b (n_b / N) |mean_predicted_b - mean_true_b| (bins by true probability)."""
+    """Expected calibration error ``sum_b (n_b / N) |mean_predicted_b - mean_true_b|`` (bins by true probability)."""
     c = calibration_curve(predicted, true, bins)
     ok = c["counts"] > 0
     gap = np.abs(c["mean_predicted"][ok] - c["mean_true"][ok])

@@ -102,7 +102,7 @@ class ProbabilisticUNet(nn.Module):
         x: images (B, C, H, W); y: class-index masks (B, H, W).
         recon: cross-entropy of the mask decoded from z ~ q(z|x,y), summed over pixels, mean over the batch.
         kl: KL(q(z|x,y) || p(z|x)), analytic (summed over latent dims) or, with analytic_kl=False,
-            the one-sample estimate log q(z) - log p(z) at the same z; mean over the batch.
+        the one-sample estimate log q(z) - log p(z) at the same z; mean over the batch.
         total: recon + beta * kl.
         """
         self._check(x, y)
