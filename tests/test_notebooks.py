@@ -1,0 +1,65 @@
+"""The notebooks follow the book's conventions: in the toc, executed, Colab-ready with the one repository URL."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPO_URL = CONFIG["repository"]["url"]
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def toc_files() -> set[str]:
+    return set(re.findall(r"file:\s*(\S+)", (ROOT / "_toc.yml").read_text()))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_in_the_toc_and_titled(nb):
+    assert f"book/{nb.stem}" in toc_files()
+    first = cells(nb)[0]
+    assert first["cell_type"] == "markdown" and source(first).startswith("# ")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_installs_from_the_configured_repository_on_colab_only(nb):
+    code = [c for c in cells(nb) if c["cell_type"] == "code"]
+    first = source(code[0])
+    assert '"google.colab" in sys.modules' in first
+    urls = re.findall(r"git\+(https://[^\s\"']+)", first)
+    assert urls == [REPO_URL], f"{nb.name} installs from {urls}, _config.yml says {REPO_URL}"
+    for cell in code[1:]:
+        assert "pip install" not in source(cell), f"{nb.name}: only the first code cell installs"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_executed(nb):
+    code = [c for c in cells(nb) if c["cell_type"] == "code" and source(c).strip()]
+    assert all(c["execution_count"] is not None for c in code), f"{nb.name} has unexecuted cells"
+    assert any(c["outputs"] for c in code), f"{nb.name} has no outputs"
+    assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"]), f"{nb.name} stored an error"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_markdown_has_no_myst_directives(nb):
+    """Colab renders notebook markdown as plain Markdown: directives would show as raw text."""
+    for cell in cells(nb):
+        if cell["cell_type"] == "markdown":
+            text = source(cell)
+            assert "```{" not in text and ":::{" not in text and "{cite" not in text, f"{nb.name}: {text[:80]}"
