@@ -1,6 +1,8 @@
 # One command builds the book, one runs the tests; both set up .venv first.
 #   make book    -> _build/html/index.html
-#   make test    -> unit tests, then pytest --nbval over book/**/*.ipynb
+#   make test    -> unit tests, pytest --nbval over book/**/*.ipynb, the book
+#                   build (warnings are errors), then the browser check of
+#                   every built page (make browser); each step prints its time
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,9 +15,19 @@ TORCH  ?= torch==2.13.0
 
 NOTEBOOKS = $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null)
 
-.PHONY: all venv .venv test unit nbval book clean distclean
+.PHONY: all venv .venv test unit nbval book browser clean distclean
 
-all: test book
+all: test
+
+# `make: <step> took N s` after each step of `make test`, failed or not.
+T0 = t0=$$(date +%s)
+T1 = echo "make: $@ took $$(( $$(date +%s) - t0 )) s"
+
+# Headless Chromium for the browser check (Debian: apt-get install -y
+# chromium chromium-driver; .ci/run installs them when missing).
+CHROMIUM     ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+SCREENSHOTS  ?= ci-artifacts/screenshots
 
 venv .venv: $(STAMP)
 
@@ -29,12 +41,12 @@ $(STAMP): requirements.txt pyproject.toml | $(PY)
 	$(PIP) install -e .
 	touch $@
 
-test: unit nbval
+test: unit nbval book browser
 
 # pytest exits 5 when it collects no tests: not a failure here (e.g. while
 # tests/ is still empty); every other non-zero exit fails the target.
 unit: $(STAMP)
-	@rc=0; $(PY) -m pytest tests || rc=$$?; \
+	@$(T0); rc=0; $(PY) -m pytest tests || rc=$$?; $(T1); \
 	if [ $$rc -eq 5 ]; then echo "make: no unit tests collected in tests/ (pytest exit 5), not a failure"; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
@@ -42,14 +54,28 @@ nbval: $(STAMP) unit
 ifeq ($(strip $(NOTEBOOKS)),)
 	@echo "make: no notebooks under book/, skipping pytest --nbval"
 else
-	@rc=0; $(PY) -m pytest --nbval --nbval-current-env book || rc=$$?; \
+	@$(T0); rc=0; $(PY) -m pytest --nbval --nbval-current-env book || rc=$$?; $(T1); \
 	if [ $$rc -eq 5 ]; then echo "make: no notebook cells collected in book/ (pytest exit 5), not a failure"; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endif
 
 # --all: rebuild every page, so that warnings from unchanged pages still fail.
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . --all --warningiserror --keep-going
+	@$(T0); rc=0; cmd="$(VENV)/bin/jupyter-book build . --all --warningiserror --keep-going"; \
+	echo "$$cmd"; $$cmd || rc=$$?; $(T1); exit $$rc
+
+# Open every built page in headless Chromium (tests/browser/check_book.py):
+# no JS errors, no failed or external requests, images loaded, math typeset
+# by the vendored MathJax, no raw MyST, widgets rendered, Colab links, internal
+# links. Full-page screenshots go to $(SCREENSHOTS) (git-ignored).
+browser: book
+	@for exe in $(CHROMIUM) $(CHROMEDRIVER); do [ -x $$exe ] || { \
+	  echo "make: $$exe missing: apt-get install -y chromium chromium-driver (.ci/run does it)"; exit 2; }; done
+	@$(T0); rc=0; rm -rf $(SCREENSHOTS); \
+	CHROMIUM=$(CHROMIUM) CHROMEDRIVER=$(CHROMEDRIVER) \
+	  $(PY) tests/browser/check_book.py _build/html --screenshots $(SCREENSHOTS) \
+	    --require-widget book/experiments.html || rc=$$?; \
+	$(T1); exit $$rc
 
 clean:
 	rm -rf _build .pytest_cache *.egg-info
