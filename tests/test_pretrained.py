@@ -39,3 +39,15 @@ def test_save_weights_round_trip(tmp_path, monkeypatch):
     loaded = load_pretrained("tiny", device="cpu")
     assert loaded.info == {"note": "test"}
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_shipped_variants_differ_only_in_beta_or_latent_size():
+    variants = [name for name in available() if name.startswith("variant_")]
+    assert len(variants) == 5
+    default = load_pretrained("probunet_toy", device="cpu").config
+    for name in variants:
+        model = load_pretrained(name, device="cpu")
+        beta = model.info["recipe"]["beta"]
+        assert name == f"variant_beta{beta:g}_d{model.latent_dim}"
+        assert {k: v for k, v in model.config.items() if k != "latent_dim"} == \
+               {k: v for k, v in default.items() if k != "latent_dim"}
