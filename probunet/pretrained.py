@@ -8,12 +8,9 @@ from pathlib import Path
 
 import torch
 
-from .model import ProbabilisticUNet
-from .train import resolve_device
-from .unet import UNet
+from .train import MODELS, resolve_device
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MODELS = {"ProbabilisticUNet": ProbabilisticUNet, "UNet": UNet}
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, info: dict | None = None) -> None:
