@@ -24,16 +24,16 @@ from probunet.evaluate import evaluate  # noqa: E402
 from probunet.pretrained import WEIGHTS_DIR, save_weights  # noqa: E402
 from probunet.train import fit, seed_everything  # noqa: E402
 
-RECIPE = dict(batch_size=32, lr=1e-3, lr_schedule="cosine", beta=1.0)
+RECIPE = dict(batch_size=8, lr=1e-3, lr_schedule="cosine", beta=1.0)  # batch 8: 4x the updates of batch 32 at the same images/s on a CPU
 ANNOTATION = "fresh"  # each step draws a new annotation from the true law
 COLUMNS = ["train_seconds", "steps", "images_per_second", "ged_unbiased", "ged_biased", "ged_exact", "mode_tv",
            "mode_tv_per_image", "other_fraction", "calibration_error", "hm_iou", "diversity", "true_diversity"]
 
 
-def steps_per_second(make_model, train: ToyAmbiguousDataset, probe_steps: int = 15) -> float:
-    """Time a few steps of a throwaway model, so the schedule can span the time budget."""
+def steps_per_second(make_model, train: ToyAmbiguousDataset, probe_steps: int = 100) -> float:
+    """Time some steps of a throwaway model, so the schedule can span the time budget."""
     model = make_model()
-    fit(model, train, steps=3, progress=False, device="cpu", **RECIPE)  # warm-up
+    fit(model, train, steps=30, progress=False, device="cpu", **RECIPE)  # warm-up: the first steps are slow
     t = time.perf_counter()
     fit(model, train, steps=probe_steps, progress=False, device="cpu", **RECIPE)
     return probe_steps / (time.perf_counter() - t)
@@ -42,7 +42,7 @@ def steps_per_second(make_model, train: ToyAmbiguousDataset, probe_steps: int = 
 def run(name: str, make_model, minutes: float, samples: int, seed: int, checkpoint: Path | None = None,
         export: Path | None = None) -> dict:
     train, test = ToyAmbiguousDataset("train", annotation=ANNOTATION), ToyAmbiguousDataset("test")
-    steps = max(1, int(steps_per_second(make_model, train) * minutes * 60 * 0.97))
+    steps = max(1, int(steps_per_second(make_model, train) * minutes * 60 * 0.93))  # margin: the cosine ends in time
     seed_everything(seed)
     model = make_model()
     t = time.perf_counter()
