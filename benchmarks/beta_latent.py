@@ -2,7 +2,7 @@
 
     python benchmarks/beta_latent.py --steps 1200 [--jobs 2]
 
-Each variant: the benchmark recipe (fresh annotations, Adam 1e-3 cosine, batch 32, seed 0) for a
+Each variant: the benchmark's earlier recipe (fresh annotations, Adam 1e-3 cosine, batch 32, seed 0) for a
 fixed number of steps, one CPU thread per job. Weights go to probunet/weights/variant_*.pt, so the
 book can compare them without training; prints each variant's test scores (100 samples per image).
 """
