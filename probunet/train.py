@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,8 @@ def fit(model: torch.nn.Module, dataset: Dataset, *, steps: int | None = None, e
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sampler = _EpochSampler(len(dataset), batch_size)
+    if beta != 1.0 and not hasattr(model, "elbo"):
+        warnings.warn(f"beta={beta} is ignored: {type(model).__name__} has no elbo() (no KL term to weigh)", stacklevel=2)
     loss_kwargs = ({"beta": beta} if hasattr(model, "elbo") else {}) | dict(loss_kwargs or {})
     history: dict[str, list[float]] = {"step": [], "lr": [], "seconds": []}
     start = 0

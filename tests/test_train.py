@@ -102,6 +102,12 @@ def test_beta_reaches_the_elbo(small_ds):
     np.testing.assert_allclose(hist["total"], np.array(hist["recon"]) + 3 * np.array(hist["kl"]), rtol=1e-5)
 
 
+def test_beta_for_a_model_without_a_kl_term_warns(small_ds):
+    with pytest.warns(UserWarning, match="beta=3.0 is ignored: UNet has no elbo"):
+        hist = fit(unet(), small_ds, steps=2, batch_size=8, beta=3.0, progress=False)
+    assert "kl" not in hist
+
+
 @pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
 def test_non_finite_loss_stops_training(small_ds, monkeypatch):
     model = unet()
