@@ -18,9 +18,25 @@ from torch import nn
 torch.set_num_threads(1)
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset
 from probunet.evaluate import evaluate
-from probunet.latent import posterior_input, kl_divergence
+from probunet.latent import GaussianEncoder, DiagonalGaussian, kl_divergence, posterior_input
 from probunet.unet import conv_block, init_weights
 from probunet.train import fit, seed_everything
+
+
+class Variant(ProbabilisticUNet):
+    """The package's model with its ELBO written once through posterior_dist, decode and a kl hook,
+    so each variant below overrides only the part it changes."""
+
+    def kl(self, q, x, z):
+        return kl_divergence(q, self.prior(x))
+
+    def elbo(self, x, y, beta=1.0, analytic_kl=True):
+        y = y.long()
+        q = self.posterior_dist(x, y)
+        z = q.rsample()
+        recon = F.cross_entropy(self.decode(x, z), y, reduction="sum") / x.shape[0]
+        kl = self.kl(q, x, z).mean()
+        return {"total": recon + beta * kl, "recon": recon, "kl": kl}
 
 
 class ZBackbone(nn.Module):
@@ -50,7 +66,7 @@ class ZBackbone(nn.Module):
         return h
 
 
-class DeepZ(ProbabilisticUNet):
+class DeepZ(Variant):
     def __init__(self, every_level=False, **kw):
         super().__init__(**kw)
         self.unet = ZBackbone(self.unet, self.latent_dim, every_level)
@@ -64,14 +80,6 @@ class DeepZ(ProbabilisticUNet):
             return self.fcomb(self.unet(xx, zz), zz).unflatten(0, (b, n))
         return self.fcomb(self.unet(x, z), z)
 
-    def elbo(self, x, y, beta=1.0, analytic_kl=True):
-        y = y.long()
-        q, p = self.posterior(posterior_input(x, y, self.num_classes)), self.prior(x)
-        z = q.rsample()
-        logits = self.decode(x, z)
-        recon = F.cross_entropy(logits, y, reduction="sum") / x.shape[0]
-        kl = kl_divergence(q, p).mean()
-        return {"total": recon + beta * kl, "recon": recon, "kl": kl}
 
 
 def coords(x):
@@ -81,10 +89,8 @@ def coords(x):
     return torch.stack([yy, xx])[None].expand(b, -1, -1, -1)
 
 
-from probunet.latent import GaussianEncoder
 
-
-class CoordQ(ProbabilisticUNet):
+class CoordQ(Variant):
     """Coordinate channels into the posterior net only."""
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -96,14 +102,6 @@ class CoordQ(ProbabilisticUNet):
         inp = posterior_input(x, y.long(), self.num_classes)
         return self.posterior(torch.cat([inp, coords(x)], 1))
 
-    def elbo(self, x, y, beta=1.0, analytic_kl=True):
-        y = y.long()
-        q, p = self.posterior_dist(x, y), self.prior(x)
-        z = q.rsample()
-        logits = self.fcomb(self.unet(x), z)
-        recon = F.cross_entropy(logits, y, reduction="sum") / x.shape[0]
-        kl = kl_divergence(q, p).mean()
-        return {"total": recon + beta * kl, "recon": recon, "kl": kl}
 
 
 class CoordAll(nn.Module):
@@ -122,7 +120,7 @@ class CoordAll(nn.Module):
         return self.m.sample(torch.cat([x, coords(x)], 1), n)
 
 
-class MixturePrior(ProbabilisticUNet):
+class MixturePrior(Variant):
     """The prior p(z|x) a mixture of K diagonal Gaussians; KL(q || p) by the one-sample estimate log q(z) - log p(z)."""
     def __init__(self, components=4, **kw):
         super().__init__(**kw)
@@ -140,21 +138,10 @@ class MixturePrior(ProbabilisticUNet):
         return (mu.view(b, self.k, -1), log_sigma.clamp(-10, 10).view(b, self.k, -1),
                 torch.log_softmax(self.weights(h).flatten(1), 1))
 
-    def log_prior(self, x, z):  # z (B, D) -> (B,)
+    def kl(self, q, x, z):  # one-sample estimate log q(z) - log p(z): (B,)
         mu, ls, lw = self.mixture(x)
-        lp = (-0.5 * ((z[:, None] - mu) / ls.exp()) ** 2 - ls - 0.9189385).sum(-1)
-        return torch.logsumexp(lw + lp, 1)
+        return q.log_prob(z) - torch.logsumexp(lw + DiagonalGaussian(mu, ls).log_prob(z[:, None]), 1)
 
-    def elbo(self, x, y, beta=1.0, analytic_kl=False):
-        y = y.long()
-        q = self.posterior(posterior_input(x, y, self.num_classes))
-        z = q.rsample()
-        logits = self.fcomb(self.unet(x), z)
-        recon = F.cross_entropy(logits, y, reduction="sum") / x.shape[0]
-        kl = (q.log_prob(z) - self.log_prior(x, z)).mean()
-        return {"total": recon + beta * kl, "recon": recon, "kl": kl}
-
-    loss = elbo
 
     @torch.no_grad()
     def sample(self, x, n=1):
