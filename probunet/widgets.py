@@ -33,7 +33,7 @@ def latent_explorer(model: ProbabilisticUNet, images: torch.Tensor, span: float 
         with out:
             out.clear_output(wait=True)
             fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.6))
-            for ax, img, title in zip(axes, [x[0, 0].cpu(), 1 - probs[0], probs.argmax(0)],
+            for ax, img, title in zip(axes, [x[0, 0].cpu().numpy(), (1 - probs[0]).numpy(), probs.argmax(0).numpy()],
                                       ["image", "p(foreground | x, z)", "decoded mask"]):
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1), ax.set_title(title, fontsize=9), ax.axis("off")
             plt.show()
