@@ -7,7 +7,7 @@ base (the package's ProbabilisticUNet), coordmix (round 4: K image-dependent com
 sigmas, weights a 1x1 conv), coordmixm (same, weights from a two-layer head), coordmixg (K *global*
 component means and sigmas, only the weights depend on the image), package (coordmixm written as one
 class, as it was tried as options of ProbabilisticUNet; other init order), package_spread (the same
-with the component means started apart). Appends one JSON line per run to --out. Results: round5_cpu.md.
+with the component means started apart), fcomb3 (the package's model with 3x3 hidden convolutions in fcomb). Appends one JSON line per run to --out. Results: round5_cpu.md.
 """
 import argparse, json, sys, time
 from pathlib import Path
@@ -132,7 +132,7 @@ VARIANTS = {"coordmix": MixturePrior, "coordmixm": MixtureMLP, "coordmixg": Glob
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", required=True)
-    ap.add_argument("--variant", default="coordmixg", choices=["base", "package", "package_spread", *VARIANTS])
+    ap.add_argument("--variant", default="coordmixg", choices=["base", "fcomb3", "package", "package_spread", *VARIANTS])
     ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--beta", type=float, default=1.0)
@@ -150,6 +150,12 @@ def main():
     seed_everything(a.seed)
     if a.variant == "base":
         model = ProbabilisticUNet(latent_dim=a.latent)
+    elif a.variant == "fcomb3":  # fcomb's hidden convolutions 3x3 instead of 1x1: neighbouring pixels decide together
+        model = ProbabilisticUNet(latent_dim=a.latent)
+        for i, m in enumerate(model.fcomb.body):
+            if isinstance(m, nn.Conv2d):
+                model.fcomb.body[i] = nn.Conv2d(m.in_channels, m.out_channels, 3, padding=1)
+        init_weights(model.fcomb)
     elif a.variant == "package":  # coordmixm rebuilt in one class, as tried in the package
         model = CoordMixture(latent_dim=a.latent, components=a.components)
     elif a.variant == "package_spread":  # the same, component means started apart: bias ~ N(0, 1)
