@@ -152,29 +152,8 @@ class MixturePrior(Variant):
         return self.decode(x, z)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tag", required=True)
-    ap.add_argument("--variant", default="base", choices=["base", "deepz", "deepz_all", "coordq", "coordall", "mixprior", "coordmix"])
-    ap.add_argument("--steps", type=int, default=10000)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--beta", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--latent", type=int, default=6)
-    ap.add_argument("--annotation", default="fresh")
-    ap.add_argument("--samples", type=int, default=50)
-    ap.add_argument("--save", default=None)
-    ap.add_argument("--out", default="round4_results.jsonl")
-    a = ap.parse_args()
-    train = ToyAmbiguousDataset("train", annotation=a.annotation)
-    test = ToyAmbiguousDataset("test")
-    seed_everything(a.seed)
-    kw = dict(latent_dim=a.latent)
-    model = {"base": lambda: ProbabilisticUNet(**kw), "deepz": lambda: DeepZ(**kw),
-             "deepz_all": lambda: DeepZ(every_level=True, **kw),
-             "coordq": lambda: CoordQ(**kw), "coordall": lambda: CoordAll(**kw), "mixprior": lambda: MixturePrior(**kw),
-             "coordmix": lambda: CoordAll(inner=MixturePrior, **kw)}[a.variant]()
+def train_and_record(model, train, test, a):
+    """Train with the run's arguments a, score a.samples prior samples per test image, append a JSON line to a.out."""
     t = time.perf_counter()
     fit(model, train, steps=a.steps, batch_size=a.batch, lr=a.lr, lr_schedule="cosine", beta=a.beta,
         seed=a.seed, device="cpu", progress=False)
@@ -188,6 +167,37 @@ def main():
     print(json.dumps(row))
     with open(a.out, "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def run_arguments(variants, out):
+    """The command line shared by the rounds' variant scripts: one run, its recipe, where to record it."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tag", required=True)
+    ap.add_argument("--variant", default="base", choices=variants)
+    ap.add_argument("--steps", type=int, default=10000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--beta", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--latent", type=int, default=6)
+    ap.add_argument("--annotation", default="fresh")
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--save", default=None)
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def main():
+    a = run_arguments(["base", "deepz", "deepz_all", "coordq", "coordall", "mixprior", "coordmix"], "round4_results.jsonl").parse_args()
+    train = ToyAmbiguousDataset("train", annotation=a.annotation)
+    test = ToyAmbiguousDataset("test")
+    seed_everything(a.seed)
+    kw = dict(latent_dim=a.latent)
+    model = {"base": lambda: ProbabilisticUNet(**kw), "deepz": lambda: DeepZ(**kw),
+             "deepz_all": lambda: DeepZ(every_level=True, **kw),
+             "coordq": lambda: CoordQ(**kw), "coordall": lambda: CoordAll(**kw), "mixprior": lambda: MixturePrior(**kw),
+             "coordmix": lambda: CoordAll(inner=MixturePrior, **kw)}[a.variant]()
+    train_and_record(model, train, test, a)
 
 
 if __name__ == "__main__":

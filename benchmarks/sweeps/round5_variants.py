@@ -9,15 +9,14 @@ component means and sigmas, only the weights depend on the image), package (coor
 class, as it was tried as options of ProbabilisticUNet; other init order), package_spread (the same
 with the component means started apart), fcomb3 (the package's model with 3x3 hidden convolutions in fcomb). Appends one JSON line per run to --out. Results: round5_cpu.md.
 """
-import argparse, json, sys, time
+import sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from torch import nn
-from round4_variants import CoordAll, MixturePrior, Variant, coords
+from round4_variants import CoordAll, MixturePrior, Variant, coords, run_arguments, train_and_record
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset
-from probunet.evaluate import evaluate
 from probunet.latent import LOG_SIGMA_RANGE, DiagonalGaussian, GaussianEncoder, posterior_input
 from probunet.model import Fcomb
 from probunet.unet import Encoder, UNetBackbone, init_weights
@@ -130,20 +129,8 @@ VARIANTS = {"coordmix": MixturePrior, "coordmixm": MixtureMLP, "coordmixg": Glob
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tag", required=True)
-    ap.add_argument("--variant", default="coordmixg", choices=["base", "fcomb3", "package", "package_spread", *VARIANTS])
-    ap.add_argument("--steps", type=int, default=10000)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--beta", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--latent", type=int, default=6)
+    ap = run_arguments(["base", "fcomb3", "package", "package_spread", *VARIANTS], "round5_results.jsonl")
     ap.add_argument("--components", type=int, default=4)
-    ap.add_argument("--annotation", default="fresh")
-    ap.add_argument("--samples", type=int, default=50)
-    ap.add_argument("--save", default=None)
-    ap.add_argument("--out", default="round5_results.jsonl")
     a = ap.parse_args()
     train = ToyAmbiguousDataset("train", annotation=a.annotation)
     test = ToyAmbiguousDataset("test")
@@ -164,19 +151,7 @@ def main():
         nn.init.normal_(model.prior.to_params.bias.data[:k_d], std=1.0)
     else:
         model = CoordAll(inner=VARIANTS[a.variant], latent_dim=a.latent, components=a.components)
-    t = time.perf_counter()
-    fit(model, train, steps=a.steps, batch_size=a.batch, lr=a.lr, lr_schedule="cosine", beta=a.beta,
-        seed=a.seed, device="cpu", progress=False)
-    secs = time.perf_counter() - t
-    s = evaluate(model, test, n=a.samples)
-    if a.save:
-        torch.save(model.state_dict(), a.save)
-    row = {"tag": a.tag, **vars(a), "train_seconds": round(secs, 1),
-           **{k: round(v, 4) for k, v in s.items() if isinstance(v, float)},
-           "freq_pred": [round(f, 4) for f in s["mode_freq_pred"]], "freq_true": [round(f, 4) for f in s["mode_freq_true"]]}
-    print(json.dumps(row))
-    with open(a.out, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    train_and_record(model, train, test, a)
 
 
 if __name__ == "__main__":
