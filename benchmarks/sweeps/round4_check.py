@@ -25,11 +25,11 @@ from probunet.pretrained import load_pretrained  # noqa: E402
 torch.set_num_threads(1)
 torch.manual_seed(0)
 if len(sys.argv) > 1:
-    from round4_variants import CoordAll, MixturePrior, ProbabilisticUNet, coords
+    from round4_variants import CoordAll, MixturePrior, ProbabilisticUNet, with_coords
     inner = {"coordall": ProbabilisticUNet, "coordmix": MixturePrior}[sys.argv[1]]
     wrapper = CoordAll(inner=inner, latent_dim=int(sys.argv[3]) if len(sys.argv) > 3 else 6)
     wrapper.load_state_dict(torch.load(sys.argv[2]))
-    model, add = wrapper.m.eval(), lambda x: torch.cat([x, coords(x)], 1)
+    model, add = wrapper.m.eval(), with_coords
 else:
     model, add = load_pretrained("probunet_toy", device="cpu"), lambda x: x
 test = ToyAmbiguousDataset("test")

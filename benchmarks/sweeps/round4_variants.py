@@ -89,6 +89,11 @@ def coords(x):
     return torch.stack([yy, xx])[None].expand(b, -1, -1, -1)
 
 
+def with_coords(x):
+    """Images (B, C, H, W) -> (B, C + 2, H, W): the row and column channels appended."""
+    return torch.cat([x, coords(x)], 1)
+
+
 
 class CoordQ(Variant):
     """Coordinate channels into the posterior net only."""
@@ -112,12 +117,12 @@ class CoordAll(nn.Module):
         self.latent_dim = self.m.latent_dim
 
     def elbo(self, x, y, beta=1.0, analytic_kl=True):
-        return self.m.elbo(torch.cat([x, coords(x)], 1), y, beta=beta)
+        return self.m.elbo(with_coords(x), y, beta=beta)
 
     loss = elbo
 
     def sample(self, x, n=1):
-        return self.m.sample(torch.cat([x, coords(x)], 1), n)
+        return self.m.sample(with_coords(x), n)
 
 
 class MixturePrior(Variant):

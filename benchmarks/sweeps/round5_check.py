@@ -23,7 +23,7 @@ from probunet.pretrained import load_pretrained  # noqa: E402
 torch.set_num_threads(1)
 test = ToyAmbiguousDataset("test")
 if len(sys.argv) > 2:
-    from round5_variants import VARIANTS, CoordAll, CoordMixture
+    from round5_variants import VARIANTS, CoordAll, CoordMixture, with_coords
     model = CoordMixture() if sys.argv[1].startswith("package") else CoordAll(inner=VARIANTS[sys.argv[1]], latent_dim=6, components=4)
     model.load_state_dict(torch.load(sys.argv[2]))
     model.eval()
@@ -41,7 +41,7 @@ print(f"per-image mode frequencies vs truth: correlation {np.corrcoef(freq.ravel
       f"spread over images {freq.std(0).round(3)} (truth {p.std(0).round(3)})")
 inner = getattr(model, "m", model)
 if hasattr(inner, "mixture") or sys.argv[1:2] in (["package"], ["package_spread"]):
-    x = torch.cat([test.images, torch.stack(torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij"))[None].expand(500, -1, -1, -1)], 1)
+    x = with_coords(test.images)
     with torch.no_grad():
         w = (inner.mixture(x)[2] if hasattr(inner, "mixture") else inner.prior(x).log_weights).exp()
     print(f"mixture weights: mean {w.mean(0).numpy().round(3)}, mean largest {w.max(1).values.mean():.3f}")

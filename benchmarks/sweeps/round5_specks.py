@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from probunet import ToyAmbiguousDataset, metrics  # noqa: E402
-from probunet.latent import DiagonalGaussian  # noqa: E402
+from probunet.latent import DiagonalGaussian, kl_divergence  # noqa: E402
 from probunet.pretrained import load_pretrained  # noqa: E402
 
 torch.set_num_threads(2)
@@ -26,8 +26,8 @@ mode_masks, log_p = torch.as_tensor(modes).long(), torch.as_tensor(probs, dtype=
 with torch.no_grad():
     x, y = test.images.repeat_interleave(4, 0), test.annotations.flatten(0, 1)
     q, p = model.posterior_dist(x, y), model.prior_dist(x)
-    kl = 0.5 * (torch.exp(2 * (q.log_sigma - p.log_sigma)) + ((q.mu - p.mu) / p.sigma) ** 2 - 1 - 2 * (q.log_sigma - p.log_sigma))
-    active = (kl.mean(0) > 0.5).nonzero().flatten()
+    per_dim = lambda g: DiagonalGaussian(g.mu[..., None], g.log_sigma[..., None])  # noqa: E731  (B, D, 1): one Gaussian per dim
+    active = (kl_divergence(per_dim(q), per_dim(p)).mean(0) > 0.5).nonzero().flatten()
     torch.manual_seed(0)
     density, resp, masks, post_masks = [], [], [], []
     for i in range(0, 500, 50):

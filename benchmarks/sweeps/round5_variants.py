@@ -15,12 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from torch import nn
-from round4_variants import CoordAll, MixturePrior, Variant, coords, run_arguments, train_and_record
+from round4_variants import CoordAll, MixturePrior, Variant, run_arguments, train_and_record, with_coords
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset
 from probunet.latent import LOG_SIGMA_RANGE, DiagonalGaussian, GaussianEncoder, posterior_input
 from probunet.model import Fcomb
 from probunet.unet import Encoder, UNetBackbone, init_weights
-from probunet.train import fit, seed_everything
+from probunet.train import seed_everything
 torch.set_num_threads(1)
 
 
@@ -52,7 +52,7 @@ class GlobalMixture(Variant):
         h = self.prior(x)[-1].mean(dim=(2, 3), keepdim=True)
         b = x.shape[0]
         mu = self.means[None].expand(b, -1, -1)
-        ls = self.log_sigmas.clamp(-6, 4)[None].expand(b, -1, -1)
+        ls = self.log_sigmas.clamp(*LOG_SIGMA_RANGE)[None].expand(b, -1, -1)
         return mu, ls, torch.log_softmax(self.weights(h).flatten(1), 1)
 
     kl = MixturePrior.kl
@@ -83,7 +83,7 @@ class MixtureEncoder(nn.Module):
         super().__init__()
         self.encoder = Encoder(in_channels, channels, convs_per_block)
         self.to_params = nn.Conv2d(channels[-1], 2 * latent_dim * components, 1)
-        self.to_weights = nn.Sequential(nn.Conv2d(channels[-1], 32, 1), nn.ReLU(inplace=True), nn.Conv2d(32, components, 1))
+        self.to_weights = head(channels[-1], components)
         self.latent_dim, self.components = latent_dim, components
 
     def forward(self, x):
@@ -108,21 +108,17 @@ class CoordMixture(Variant):
         init_weights(self)
 
     def posterior_dist(self, x, y):
-        return self.posterior(posterior_input(coords_added(x), y.long(), 2))
+        return self.posterior(posterior_input(with_coords(x), y.long(), 2))
 
     def decode(self, x, z):
-        return self.fcomb(self.unet(coords_added(x)), z)
+        return self.fcomb(self.unet(with_coords(x)), z)
 
     def kl(self, q, x, z):  # one-sample estimate log q(z) - log p(z)
-        return q.log_prob(z) - self.prior(coords_added(x)).log_prob(z)
+        return q.log_prob(z) - self.prior(with_coords(x)).log_prob(z)
 
     @torch.no_grad()
     def sample(self, x, n=1):
-        return self.decode(x, self.prior(coords_added(x)).rsample(n))
-
-
-def coords_added(x):
-    return torch.cat([x, coords(x)], 1)
+        return self.decode(x, self.prior(with_coords(x)).rsample(n))
 
 
 VARIANTS = {"coordmix": MixturePrior, "coordmixm": MixtureMLP, "coordmixg": GlobalMixture}
