@@ -302,7 +302,9 @@ def mode_tv(freqs: Array, probs: Array, pooled: bool = True) -> float | torch.Te
     Kohl et al. 2018; mode m must mean the same thing in every image) and returns
     a float. ``pooled=False`` returns the per-image TV (N,); it has a sampling-noise
     floor even for a perfect model (about 0.07 for 4 equiprobable modes and 100
-    samples), which is why the pooled value is the headline.
+    samples), which is why the pooled value is the headline. Since the true "other"
+    is 0, either value is at least the "other" frequency: samples that match no mode
+    cost their full share, whatever the rest does.
     """
     f, p = _tensor(freqs, "freqs").double(), _tensor(probs, "probs").double()
     if f.ndim != 2 or p.ndim != 2:
