@@ -9,7 +9,8 @@ cross-entropy against the annotation whose posterior q(z|x, y_r) gives z_p the h
 the decoder learns to map the whole prior, not only the posterior's clusters, to whole masks
 (round 5: specks are prior samples far from every cluster). Variants: stored (the ELBO term
 alone, same data path; the control), nearest (ELBO + weight * that term, switched on linearly
-over 1,000 steps from --start; with --anchor, from then on also anchor * KL(p || N(0, I))).
+over 1,000 steps from --start; with --anchor, from then on also anchor * KL(p || N(0, I)), with
+--scale-anchor scale_anchor * (the batch's mean prior log-sigma)^2).
 --raters picks the data; the shared command line's --annotation is not used (the JSON lines
 record its default, "fresh"). Appends one JSON line per run to --out. Results: round6_cpu.md.
 """
@@ -44,9 +45,10 @@ class AllRaters(Dataset):
 
 class NearestTargets(ProbabilisticUNet):
     """The package's model; elbo takes y (B, R, H, W) and adds weight * CE(decode(z_p), y_nearest)."""
-    def __init__(self, weight=1.0, start=0, ramp=1000, anchor=0.0, **kw):
+    def __init__(self, weight=1.0, start=0, ramp=1000, anchor=0.0, scale_anchor=0.0, **kw):
         super().__init__(**kw)
         self.weight, self.start, self.ramp, self.anchor, self.calls = weight, start, ramp, anchor, 0
+        self.scale_anchor = scale_anchor
 
     def current_weight(self):
         """weight, reached linearly over `ramp` steps after `start` (training steps counted by elbo calls)."""
@@ -76,6 +78,8 @@ class NearestTargets(ProbabilisticUNet):
         if self.anchor:  # hold the latent scale: KL(p || N(0, I)), which is not invariant to scaling z
             standard = DiagonalGaussian(torch.zeros_like(p.mu), torch.zeros_like(p.log_sigma))
             total = total + self.anchor * kl_divergence(p, standard).mean()
+        if self.scale_anchor:  # hold only the overall scale: the batch's mean prior log-sigma towards 0
+            total = total + self.scale_anchor * p.log_sigma.mean() ** 2
         return {"total": total, "recon": recon, "kl": kl, "prior_ce": prior_ce}
 
     loss = elbo
@@ -86,12 +90,13 @@ def main():
     ap.add_argument("--weight", type=float, default=1.0)
     ap.add_argument("--start", type=int, default=0, help="steps of plain ELBO before the term is switched on")
     ap.add_argument("--anchor", type=float, default=0.0, help="weight of KL(p || N(0, I))")
+    ap.add_argument("--scale-anchor", type=float, default=0.0, help="weight of (mean prior log-sigma)^2")
     ap.add_argument("--raters", default="stored", choices=["stored", "fresh"])
     a = ap.parse_args()
     train = AllRaters(ToyAmbiguousDataset("train"), fresh=a.raters == "fresh")
     test = ToyAmbiguousDataset("test")
     seed_everything(a.seed)
-    model = NearestTargets(weight=0.0 if a.variant == "stored" else a.weight, start=a.start, anchor=a.anchor, latent_dim=a.latent)
+    model = NearestTargets(weight=0.0 if a.variant == "stored" else a.weight, start=a.start, anchor=a.anchor, scale_anchor=a.scale_anchor, latent_dim=a.latent)
     train_and_record(model, train, test, a)
 
 
