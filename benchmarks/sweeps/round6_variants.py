@@ -29,18 +29,19 @@ torch.set_num_threads(1)
 
 
 class AllRaters(Dataset):
-    """(image (1, H, W), R annotations (R, H, W)): the stored raters, or R fresh draws from the true law."""
-    def __init__(self, base: ToyAmbiguousDataset, fresh: bool, raters: int = 4):
-        self.base, self.fresh, self.raters = base, fresh, raters
+    """(image (1, H, W), R annotations (R, H, W)): the stored raters, or R fresh draws (the dataset's own draw, R times)."""
+    def __init__(self, fresh: bool, raters: int = 4):
+        self.stored = ToyAmbiguousDataset("train")
+        self.fresh = ToyAmbiguousDataset("train", annotation="fresh") if fresh else None
+        self.raters = raters
 
     def __len__(self):
-        return len(self.base)
+        return len(self.stored)
 
     def __getitem__(self, i):
-        if not self.fresh:
-            return self.base.images[i], self.base.annotations[i]
-        marks = torch.rand(self.raters, self.base.probs.shape[1]) < self.base.probs[i]  # (R, objects)
-        return self.base.images[i], (self.base.objects[i][None] & marks[:, :, None, None]).any(1).long()
+        if self.fresh is None:
+            return self.stored.images[i], self.stored.annotations[i]
+        return self.stored.images[i], torch.stack([self.fresh[i][1] for _ in range(self.raters)])
 
 
 class NearestTargets(ProbabilisticUNet):
@@ -93,7 +94,7 @@ def main():
     ap.add_argument("--scale-anchor", type=float, default=0.0, help="weight of (mean prior log-sigma)^2")
     ap.add_argument("--raters", default="stored", choices=["stored", "fresh"])
     a = ap.parse_args()
-    train = AllRaters(ToyAmbiguousDataset("train"), fresh=a.raters == "fresh")
+    train = AllRaters(fresh=a.raters == "fresh")
     test = ToyAmbiguousDataset("test")
     seed_everything(a.seed)
     model = NearestTargets(weight=0.0 if a.variant == "stored" else a.weight, start=a.start, anchor=a.anchor, scale_anchor=a.scale_anchor, latent_dim=a.latent)
