@@ -137,8 +137,10 @@ def test_posterior_mean_reconstruction_is_deterministic():
     m = model()
     x, y = batch(4)
     a = m.reconstruct(x, y, use_posterior_mean=True, n=2)
-    assert torch.equal(a[:, 0], a[:, 1])
-    assert torch.equal(a[:, 0], m.decode(x, m.posterior_dist(x, y).mu))
+    # the same z decoded at two places of one batch: a CPU's matrix kernels may add the rows in
+    # another order (seen on an Intel Xeon), so equal up to float rounding, not bit for bit
+    assert torch.allclose(a[:, 0], a[:, 1], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(a[:, 0], m.decode(x, m.posterior_dist(x, y).mu), rtol=1e-5, atol=1e-6)
     assert not torch.equal(m.sample(x, 2, noise=False)[:, 0], m.sample(x, 2, noise=False)[:, 1])
 
 

@@ -407,6 +407,14 @@ def test_fit_and_sample_on_cuda(small_ds, tmp_path):
     assert masks.device.type == "cpu" and masks.dtype == torch.uint8 and masks.shape == (5, 3, 32, 32)
     assert next(load_model(path).parameters()).is_cuda
     assert not next(load_model(path, device="cpu").parameters()).is_cuda
-    hist = fit(prob_unet(seed=3), small_ds, steps=9, batch_size=8, device="cuda", checkpoint=path, resume=True,
-               progress=False)
-    assert hist["step"] == list(range(1, 10))
+    # resume on CUDA: max_seconds=0 stops after the first step, resume=True runs the other 8 with the same settings
+    part_path = tmp_path / "part.pt"
+    settings = dict(steps=9, batch_size=8, device="cuda", checkpoint=part_path, progress=False)
+    part = fit(prob_unet(seed=3), small_ds, max_seconds=0, **settings)
+    assert part["step"] == [1] and load_checkpoint(part_path)["step"] == 1
+    resumed = prob_unet(seed=4)
+    hist = fit(resumed, small_ds, resume=True, **settings)
+    assert hist["step"] == list(range(1, 10)) and hist["total"][0] == part["total"][0]
+    assert next(resumed.parameters()).is_cuda and np.isfinite(hist["total"]).all()
+    with pytest.raises(ValueError, match="other training settings"):
+        fit(prob_unet(seed=3), small_ds, resume=True, **(settings | {"steps": 12}))
