@@ -62,7 +62,17 @@ def test_markdown_has_no_myst_directives(nb):
     for cell in cells(nb):
         if cell["cell_type"] == "markdown":
             text = source(cell)
-            assert "```{" not in text and ":::{" not in text and "{cite" not in text, f"{nb.name}: {text[:80]}"
+            assert "```{" not in text and ":::{" not in text, f"{nb.name}: {text[:80]}"
+            roles = re.findall(r"\{[a-z][\w:.-]*\}`", text)  # {cite:p}`...`, {doc}`...`, {eq}`...`
+            assert not roles, f"{nb.name}: MyST roles {roles} show as raw text on Colab: {text[:80]}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_hidden_check_cells_say_what_they_are(nb):
+    """A reader on Colab sees the remove-cell cells the book hides: each one says so in its first line."""
+    hidden = [source(c) for c in cells(nb) if c["cell_type"] == "code" and "remove-cell" in c.get("metadata", {}).get("tags", [])]
+    unmarked = [s[:60] for s in hidden if not s.startswith("# book check: hidden in the rendered page")]
+    assert not unmarked, f"{nb.name}: hidden cells without the '# book check' comment: {unmarked}"
 
 
 TRAINS_OR_SAMPLES = re.compile(r"\bfit\(|load_pretrained\(")
