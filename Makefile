@@ -28,6 +28,8 @@ all: test
 # `make: <step> took N s` after each step of `make test`, failed or not.
 T0 = t0=$$(date +%s)
 T1 = echo "make: $@ took $$(( $$(date +%s) - t0 )) s"
+# The same for one of several steps of a target: $(call T1_STEP,name).
+T1_STEP = echo "make: $@ ($(1)) took $$(( $$(date +%s) - t0 )) s"
 
 # Headless Chromium for the browser check (Debian: apt-get install -y
 # chromium chromium-driver; .ci/run installs them when missing).
@@ -105,10 +107,9 @@ $(COMPAT_STAMP): tests/colab_versions.txt requirements.txt pyproject.toml
 compat: $(COMPAT_STAMP)
 	@$(COMPAT_PY) -c "import ipywidgets, matplotlib, numpy, torch; print('make compat: ipywidgets', ipywidgets.__version__, \
 	  '| numpy', numpy.__version__, '| matplotlib', matplotlib.__version__, '| torch', torch.__version__)"
-	@$(T0); rc=0; $(COMPAT_PY) -m pytest tests || rc=$$?; echo "make: compat (unit tests) took $$(( $$(date +%s) - t0 )) s"; \
-	[ $$rc -eq 0 ] || exit $$rc
+	@$(T0); rc=0; $(COMPAT_PY) -m pytest tests || rc=$$?; $(call T1_STEP,unit tests); [ $$rc -eq 0 ] || exit $$rc
 	@$(T0); rc=0; $(COMPAT_PY) -m pytest --nbval-lax --nbval-current-env book || rc=$$?; \
-	echo "make: compat (notebooks) took $$(( $$(date +%s) - t0 )) s"; exit $$rc
+	$(call T1_STEP,notebooks); exit $$rc
 
 # A GPU machine (a Colab GPU runtime, a workstation): run it with the Python
 # whose torch is a CUDA build, e.g. `make test-gpu GPU_PYTHON=python3` on
@@ -121,9 +122,9 @@ test-gpu:
 	  'make test-gpu: torch.cuda.is_available() is False in $(GPU_PYTHON)'; \
 	  print('make test-gpu: torch', torch.__version__, 'on', torch.cuda.get_device_name(0))"
 	@$(T0); rc=0; PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest tests || rc=$$?; \
-	echo "make: test-gpu (unit tests) took $$(( $$(date +%s) - t0 )) s"; [ $$rc -eq 0 ] || exit $$rc
+	$(call T1_STEP,unit tests); [ $$rc -eq 0 ] || exit $$rc
 	@$(T0); rc=0; PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest --nbval-lax --nbval-current-env --durations=0 book || rc=$$?; \
-	echo "make: test-gpu (notebooks) took $$(( $$(date +%s) - t0 )) s"; exit $$rc
+	$(call T1_STEP,notebooks); exit $$rc
 
 clean:
 	rm -rf _build .pytest_cache *.egg-info
