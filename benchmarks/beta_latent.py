@@ -28,7 +28,7 @@ def train(beta: float, latent_dim: int, steps: int) -> dict:
     import torch
 
     from probunet import ProbabilisticUNet, ToyAmbiguousDataset
-    from probunet.evaluate import evaluate
+    from probunet.toy import evaluate
     from probunet.pretrained import WEIGHTS_DIR, save_weights
     from probunet.train import fit, seed_everything
 

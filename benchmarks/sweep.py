@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def run(cfg: dict, device: str) -> dict:
     import torch
     from probunet import ProbabilisticUNet, ToyAmbiguousDataset
-    from probunet.evaluate import evaluate
+    from probunet.toy import evaluate
     from probunet.train import fit, seed_everything
 
     torch.set_num_threads(2)

@@ -3,7 +3,7 @@
     python benchmarks/toy.py --minutes 5 --json results.json
 
 Each model trains with the default recipe (RECIPE below) for at most M minutes of wall time,
-then draws 100 prior samples per test image; the scores are those of probunet.metrics.summarize
+then draws 100 prior samples per test image; the scores are those of probunet.toy.summarize
 against the toy data's known truth. Prints a table and writes a JSON list, one object per model.
 With --export-weights the trained models are written to probunet/weights/ (the book loads them).
 """
@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset, UNet  # noqa: E402
-from probunet.evaluate import evaluate  # noqa: E402
+from probunet.toy import evaluate  # noqa: E402
 from probunet.pretrained import WEIGHTS_DIR, save_weights  # noqa: E402
 from probunet.train import fit, seed_everything  # noqa: E402
 

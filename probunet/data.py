@@ -1,194 +1,231 @@
-"""Toy ambiguous segmentation data with a *known* distribution over whole masks.
+"""Your own data: images with several annotations each, as a torch Dataset.
 
-Each image (H, W) shows ``num_objects`` shapes (discs or squares) on a dark,
-noisy background. An annotator marks object k with probability ``p_k``, and the
-image shows ``p_k``: the brighter the object, the more annotators mark it::
+A multi-annotator dataset holds
 
-    contrast c_k ~ U(0.25, 0.8),   p_k = 0.1 + 0.8 * (c_k - 0.25) / 0.55
+    images       float (N, C, H, W)   intensities in a small range (e.g. [0, 1])
+    annotations  int   (N, R, H, W)   R class-index masks per image, labels in [0, K)
 
-Objects are marked independently, so an image has ``2**num_objects`` modes
-(every subset of its objects, the empty mask included) whose probabilities are
-products of ``p_k`` and ``1 - p_k``. Mode ``m`` marks object ``k`` iff bit ``k``
-of ``m`` is set; objects are ordered left to right.
+and yields ``(image (C, H, W), one annotation (H, W) long)`` for training: a
+random rater on each access (so that over many steps the model sees every
+rater's answer), or a fixed one. Evaluation reads all R annotations from
+``.annotations``. Bad input raises a ``ValueError`` that says what is wrong.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Callable, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-SPLITS = {"train": {"n": 2000, "seed": 2018}, "test": {"n": 500, "seed": 2019}}
-ARRAYS = ("images", "objects", "probs", "annotations")
-BACKGROUND, NOISE_STD = 0.1, 0.06
-CONTRAST_RANGE, PROB_RANGE = (0.25, 0.8), (0.1, 0.9)  # brightest object ~0.9 + noise: no clipping at 255
+Array = Union[torch.Tensor, np.ndarray]
 
 
-def contrast_to_prob(contrast: np.ndarray) -> np.ndarray:
-    """The law of the toy data: object contrast in [0.25, 0.8] -> marking probability in [0.1, 0.9]."""
-    (c0, c1), (p0, p1) = CONTRAST_RANGE, PROB_RANGE
-    return p0 + (p1 - p0) * (np.asarray(contrast) - c0) / (c1 - c0)
+def _as_tensor(x: Array, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
+    return torch.from_numpy(x if x.flags.writeable else x.copy())  # torch warns on read-only arrays
 
 
-def _draw_shapes(rng: np.random.Generator, size: int, num_objects: int) -> np.ndarray:
-    """Non-overlapping discs/squares, ordered left to right: bool (K, H, W)."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    while True:
-        radii = rng.uniform(0.1, 0.19, num_objects) * size
-        margin = radii + 1
-        centres = rng.uniform(margin[:, None], size - 1 - margin[:, None], (num_objects, 2))
-        dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
-        gap = dist - (radii[:, None] + radii[None]) * 1.42  # squares' corners reach r*sqrt(2)
-        if num_objects == 1 or gap[~np.eye(num_objects, dtype=bool)].min() > 2:
-            break
-    order = np.argsort(centres[:, 1], kind="stable")
-    squares = rng.random(num_objects) < 0.5
-    masks = []
-    for k in order:
-        (cy, cx), r = centres[k], radii[k]
-        if squares[k]:
-            mask = (np.abs(yy - cy) <= r * 0.9) & (np.abs(xx - cx) <= r * 0.9)
-        else:
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-        masks.append(mask)
-    return np.stack(masks)
+def check_images(images: Array) -> torch.Tensor:
+    """Float images (N, C, H, W), finite -> float32 tensor; anything else raises ValueError."""
+    t = _as_tensor(images, "images")
+    if t.ndim != 4:
+        raise ValueError(f"images must have 4 dims (N, C, H, W), got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"images must be float (N, C, H, W), got dtype {t.dtype}: scale integer images "
+                         f"first, e.g. images / 255 for uint8 (from_npz and from_folders do this)")
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"images contain NaN or inf (in images {bad}{' ...' if len(bad) == 5 else ''})")
+    return t.float()
 
 
-def generate_toy(n: int, size: int = 32, num_objects: int = 2, num_raters: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """Generate ``n`` toy images with their objects, probabilities and rater masks.
+def check_annotations(annotations: Array, num_classes: int | None = None) -> torch.Tensor:
+    """Class-index masks (N, R, H, W) of any integer (or bool) dtype -> uint8 or int64 tensor.
 
-    Returns a dict of arrays::
-
-        images      uint8 (N, H, W)        intensities, 0..255
-        objects     bool  (N, K, H, W)     the K objects' masks, left to right
-        probs       float32 (N, K)         probability that a rater marks object k
-        annotations uint8 (N, R, H, W)     R rater masks drawn from the true law (0/1)
-
-    The same arguments give the same arrays, bit for bit.
+    Labels must lie in [0, num_classes) (default: any label >= 0); R must be >= 1.
     """
-    if n < 1 or num_objects < 1 or num_raters < 1:
-        raise ValueError(f"n, num_objects and num_raters must be >= 1, got {n}, {num_objects}, {num_raters}")
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
-    rng = np.random.default_rng(seed)
-    images = np.empty((n, size, size), np.uint8)
-    objects = np.empty((n, num_objects, size, size), bool)
-    probs = np.empty((n, num_objects), np.float32)
-    annotations = np.empty((n, num_raters, size, size), np.uint8)
-    for i in range(n):
-        masks = _draw_shapes(rng, size, num_objects)
-        contrast = rng.uniform(*CONTRAST_RANGE, num_objects)
-        image = BACKGROUND + np.tensordot(contrast, masks.astype(np.float64), axes=1)
-        image += rng.normal(0.0, NOISE_STD, image.shape)
-        images[i] = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
-        objects[i] = masks
-        probs[i] = contrast_to_prob(contrast)
-        marks = rng.random((num_raters, num_objects)) < probs[i]
-        annotations[i] = (marks.astype(np.uint8) @ masks.reshape(num_objects, -1).astype(np.uint8)).reshape(num_raters, size, size)
-    return {"images": images, "objects": objects, "probs": probs, "annotations": annotations}
+    t = _as_tensor(annotations, "annotations")
+    if t.ndim != 4:
+        raise ValueError(f"annotations must have 4 dims (N, R, H, W), got shape {tuple(t.shape)}")
+    if t.shape[1] < 1:
+        raise ValueError(f"annotations need at least one rater per image (R >= 1), got shape {tuple(t.shape)}")
+    if t.is_floating_point() or t.is_complex():
+        raise ValueError(f"annotations must hold integer class indices, got dtype {t.dtype} "
+                         f"(convert with .long() if the values are whole numbers)")
+    t = t.to(torch.uint8) if t.dtype == torch.bool else t
+    lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
+    if lo < 0:
+        raise ValueError(f"annotation labels must be >= 0, got min {lo}")
+    if num_classes is not None and hi >= num_classes:
+        raise ValueError(f"annotation labels must be in [0, {num_classes - 1}] for num_classes={num_classes}, got max {hi}")
+    # uint8 keeps LIDC-sized sets small (int64 would be 8x larger); items are returned as int64
+    return t.to(torch.uint8) if hi < 256 else t.long()
 
 
-def modes_of(objects: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ``2**K`` modes of images with independent objects.
+class MultiAnnotatorDataset(Dataset):
+    """Images with R annotations each, yielding ``(image (C, H, W) float, mask (H, W) long)``.
 
-    objects: bool (..., K, H, W); probs: (..., K).
-    Returns masks uint8 (..., M, H, W) and probabilities float64 (..., M), M = 2**K;
-    mode m marks object k iff bit k of m is set (mode 0 is the empty mask).
-    """
-    objects, probs = np.asarray(objects, bool), np.asarray(probs, np.float64)
-    k = objects.shape[-3]
-    bits = (np.arange(2**k)[:, None] >> np.arange(k)[None]) & 1  # (M, K)
-    masks = np.einsum("mk,...khw->...mhw", bits, objects.astype(np.uint8)).astype(np.uint8)
-    p = probs[..., None, :]
-    mode_probs = np.prod(np.where(bits == 1, p, 1 - p), axis=-1)
-    return masks, mode_probs
+    Args:
+        images: float (N, C, H, W).
+        annotations: class-index masks (N, R, H, W), any integer dtype.
+        annotation: ``"random"`` (default) picks one of the R raters on every access, from
+            torch's global RNG, so ``fit``'s seed makes it reproducible; an int r always gives rater r.
+        transform: optional ``f(image, mask) -> (image, mask)``, applied to every item (e.g. flips).
+        num_classes: K; labels must be < K. Default: the largest label + 1 (at least 2).
 
-
-def validate_arrays(arrays: dict[str, np.ndarray]) -> None:
-    """Raise ValueError unless ``arrays`` has the keys, dtypes and shapes of :func:`generate_toy`."""
-    missing = [k for k in ARRAYS if k not in arrays]
-    if missing:
-        raise ValueError(f"toy data is missing arrays {missing}")
-    im, ob, pr, an = (arrays[k] for k in ARRAYS)
-    n, h, w = im.shape if im.ndim == 3 else (None,) * 3
-    checks = [
-        (im.dtype == np.uint8 and im.ndim == 3, f"images must be uint8 (N, H, W), got {im.dtype} {im.shape}"),
-        (ob.dtype == bool and ob.shape[:1] + ob.shape[2:] == (n, h, w), f"objects must be bool (N, K, H, W), got {ob.dtype} {ob.shape}"),
-        (pr.shape == ob.shape[:2] and np.all((pr > 0) & (pr < 1)), f"probs must be (N, K) in (0, 1), got {pr.shape}"),
-        (an.dtype == np.uint8 and an.shape[:1] + an.shape[2:] == (n, h, w) and an.max(initial=0) <= 1, f"annotations must be uint8 0/1 (N, R, H, W), got {an.dtype} {an.shape}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
-
-
-def split_path(split: str, root: str | Path | None = None) -> Path:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
-    return Path(root if root is not None else DATA_DIR) / f"toy_{split}.npz"
-
-
-def generate_split(split: str) -> dict[str, np.ndarray]:
-    """Generate a named split (``"train"`` or ``"test"``) exactly as stored in ``data/``."""
-    split_path(split)  # validates the name
-    return generate_toy(SPLITS[split]["n"], seed=SPLITS[split]["seed"])
-
-
-def load_split(split: str, root: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Load ``data/toy_{split}.npz``, checking its arrays; regenerate it (bit for bit) if absent."""
-    path = split_path(split, root)
-    if not path.exists():
-        return generate_split(split)
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    validate_arrays(arrays)
-    return arrays
-
-
-def save_split(arrays: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write arrays to a compressed ``.npz`` (validated first)."""
-    validate_arrays(arrays)
-    np.savez_compressed(path, **{k: arrays[k] for k in ARRAYS})
-
-
-class ToyAmbiguousDataset(Dataset):
-    """The toy data as a torch Dataset yielding ``(image (1, H, W) float, mask (H, W) long)``.
-
-    ``annotation="stored"`` (default) picks one of the R stored rater masks at
-    random, like training on LIDC's four raters; ``annotation="fresh"`` draws a new
-    mask from the true law each time. Randomness comes from torch's global RNG,
-    so ``torch.manual_seed`` makes it reproducible.
+    Attributes: ``images`` float32 (N, C, H, W), ``annotations`` (N, R, H, W) (uint8 when
+    labels fit), ``num_classes``, ``num_raters``, and ``ids`` (names, when read from files).
     """
 
-    def __init__(self, split: str = "train", annotation: str = "stored", root: str | Path | None = None,
-                 arrays: dict[str, np.ndarray] | None = None):
-        if annotation not in ("stored", "fresh"):
-            raise ValueError(f"annotation must be 'stored' or 'fresh', got {annotation!r}")
-        arrays = load_split(split, root) if arrays is None else arrays
-        validate_arrays(arrays)
-        self.annotation = annotation
-        self.images = torch.from_numpy(arrays["images"].astype(np.float32) / 255.0).unsqueeze(1)
-        self.objects = torch.from_numpy(arrays["objects"])
-        self.probs = torch.from_numpy(arrays["probs"])
-        self.annotations = torch.from_numpy(arrays["annotations"]).long()
-        self.num_classes = 2
+    def __init__(self, images: Array, annotations: Array, annotation: str | int = "random",
+                 transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 num_classes: int | None = None):
+        self.images = check_images(images)
+        self.annotations = check_annotations(annotations, num_classes)
+        n, r, h, w = self.annotations.shape
+        if self.images.shape[0] != n or self.images.shape[-2:] != (h, w):
+            raise ValueError(f"images {tuple(self.images.shape)} and annotations {tuple(self.annotations.shape)} "
+                             f"must have the same N, H and W")
+        if n < 1:
+            raise ValueError("the dataset is empty (N = 0)")
+        if annotation != "random" and not (isinstance(annotation, int) and 0 <= annotation < r):
+            raise ValueError(f"annotation must be 'random' or a rater index in [0, {r - 1}], got {annotation!r}")
+        if num_classes is not None and num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (binary segmentation is 2 classes), got {num_classes}")
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform must be callable f(image, mask) -> (image, mask), got {type(transform).__name__}")
+        self.annotation, self.transform = annotation, transform
+        self.num_classes = num_classes or max(2, int(self.annotations.max()) + 1)
+        self.num_raters = r
+        self.ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.annotation == "stored":
-            r = int(torch.randint(self.annotations.shape[1], ()))
-            return self.images[i], self.annotations[i, r]
-        marks = torch.rand(self.probs.shape[1]) < self.probs[i]
-        return self.images[i], (self.objects[i] & marks[:, None, None]).any(0).long()
+        r = int(torch.randint(self.num_raters, ())) if self.annotation == "random" else self.annotation
+        image, mask = self.images[i], self.annotations[i, r].long()
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask
 
-    def modes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """True modes of image i: masks uint8 (M, H, W) and probabilities (M,), summing to 1."""
-        return modes_of(self.objects[i].numpy(), self.probs[i].numpy())
+    @classmethod
+    def from_npz(cls, path: str | Path, images_key: str = "images", annotations_key: str = "annotations",
+                 **kwargs) -> "MultiAnnotatorDataset":
+        """Read ``images`` and ``annotations`` arrays from a ``.npz`` file.
 
-    def all_modes(self) -> tuple[np.ndarray, np.ndarray]:
-        """True modes of every image: masks uint8 (N, M, H, W) and probabilities (N, M)."""
-        return modes_of(self.objects.numpy(), self.probs.numpy())
+        Images may be float (N, C, H, W), or integer (N, H, W) / (N, C, H, W), which are scaled
+        to [0, 1] by their dtype's maximum (uint8: / 255). Other arguments go to the constructor.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        try:
+            with np.load(path) as f:
+                arrays = {k: f[k] for k in f.files if k in (images_key, annotations_key)}
+                files = sorted(f.files)
+        except Exception as e:  # not a zip, a pickle, a truncated file...
+            raise ValueError(f"cannot read {path} as a .npz file: {e}") from e
+        missing = [k for k in (images_key, annotations_key) if k not in arrays]
+        if missing:
+            raise ValueError(f"{path} has no arrays {missing}; it holds {files}")
+        images, annotations = arrays[images_key], arrays[annotations_key]
+        return cls(_scale_images(images), annotations, **kwargs)
+
+    @classmethod
+    def from_folders(cls, images_dir: str | Path, masks_dir: str | Path, **kwargs) -> "MultiAnnotatorDataset":
+        """Read PNG files: images ``<id>.png`` in ``images_dir``, masks ``<id>_<rater>.png`` in ``masks_dir``.
+
+        Images are grey (C = 1) or RGB (C = 3), 8 or 16 bit, scaled to [0, 1]; mask pixels are
+        class indices (8-bit grey or palette PNGs). Every image needs the same set of raters, and
+        all files the same size. Ids are sorted; raters are sorted by name. Sets ``ids``.
+        """
+        from PIL import Image  # matplotlib's dependency; imported here so the package loads without it
+
+        images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+        for d in (images_dir, masks_dir):
+            if not d.is_dir():
+                raise ValueError(f"no such folder: {d}")
+        ids = sorted(p.stem for p in images_dir.glob("*.png"))
+        if not ids:
+            raise ValueError(f"no <id>.png images in {images_dir}")
+        raters: dict[str, list[str]] = {i: [] for i in ids}
+        pattern = re.compile(r"^(.+)_([^_]+)$")
+        for p in sorted(masks_dir.glob("*.png")):
+            m = pattern.match(p.stem)
+            if m is None or m.group(1) not in raters:
+                raise ValueError(f"mask {p.name} is not named <id>_<rater>.png for an image in {images_dir}")
+            raters[m.group(1)].append(m.group(2))
+        first = raters[ids[0]]
+        for i in ids:
+            if not raters[i]:
+                raise ValueError(f"image {i}.png has no masks {i}_<rater>.png in {masks_dir}")
+            if raters[i] != first:
+                raise ValueError(f"image {i} has raters {raters[i]}, but {ids[0]} has {first}: every image needs the same raters")
+
+        def read(path: Path) -> np.ndarray:
+            try:
+                with Image.open(path) as im:
+                    return np.asarray(im.convert("RGB") if im.mode in ("RGBA", "LA", "CMYK") else im)
+            except Exception as e:
+                raise ValueError(f"cannot read {path} as a PNG image: {e}") from e
+
+        images, annotations = [], []
+        for i in ids:
+            image = read(images_dir / f"{i}.png")
+            image = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)  # (C, H, W)
+            masks = [read(masks_dir / f"{i}_{r}.png") for r in first]
+            for r, m in zip(first, masks):
+                if m.ndim != 2:
+                    raise ValueError(f"mask {i}_{r}.png must be a single-channel PNG of class indices, got shape {m.shape}")
+                if m.shape != image.shape[1:]:
+                    raise ValueError(f"mask {i}_{r}.png is {m.shape[0]}x{m.shape[1]}, its image {i}.png "
+                                     f"{image.shape[1]}x{image.shape[2]}")
+            if images and image.shape != images[0].shape:
+                raise ValueError(f"image {i}.png has shape (C, H, W) {image.shape}, {ids[0]}.png {images[0].shape}: "
+                                 f"all images must have the same size and channels (crop or pad them first)")
+            images.append(image)
+            annotations.append(np.stack(masks))
+        dataset = cls(_scale_images(np.stack(images)), np.stack(annotations).astype(np.int64), **kwargs)
+        dataset.ids = ids
+        return dataset
+
+
+def _scale_images(images: np.ndarray) -> np.ndarray:
+    """Integer images -> float32 in [0, 1] by the dtype's maximum; (N, H, W) -> (N, 1, H, W)."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    if np.issubdtype(images.dtype, np.integer):
+        images = images.astype(np.float32) / np.iinfo(images.dtype).max
+    elif images.dtype == bool:
+        images = images.astype(np.float32)
+    return images
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, value: float = 0) -> torch.Tensor:
+    """Pad the last two dims (H, W) of ``x`` at the bottom and right up to multiples of ``multiple``.
+
+    The U-Net needs H and W divisible by 2**(len(channels) - 1) (4 for the default three levels).
+    Pad images and masks alike; ``value=0`` pads masks with the background class. Works on
+    (..., H, W) tensors of any dtype; crop predictions back with ``[..., :H, :W]``.
+    """
+    if not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"multiple must be a positive int, got {multiple!r}")
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError(f"expected a tensor with at least 2 dims (..., H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    if ph == pw == 0:
+        return x
+    # F.pad's constant mode needs a float or (since torch 2.x) any dtype with >= 1 leading dim
+    flat = x.reshape(-1, *x.shape[-2:])
+    padded = F.pad(flat, (0, pw, 0, ph), value=value)
+    return padded.reshape(*x.shape[:-2], *padded.shape[-2:])

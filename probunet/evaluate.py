@@ -1,10 +1,14 @@
-"""Draw masks from a trained model and score them against the toy data's known truth."""
+"""Draw masks from a trained model and score them against a dataset's annotations.
+
+Works on any dataset with ``.images`` (N, C, H, W) and ``.annotations`` (N, R, H, W):
+:class:`probunet.data.MultiAnnotatorDataset`, or the toy sets (whose known truth
+:func:`probunet.toy.evaluate` adds to the scores).
+"""
 from __future__ import annotations
 
 import torch
 
-from .data import ToyAmbiguousDataset
-from .metrics import summarize
+from .metrics import annotation_scores
 
 
 @torch.no_grad()
@@ -26,10 +30,23 @@ def sample_masks(model: torch.nn.Module, images: torch.Tensor, n: int = 16, batc
     return torch.cat(out)
 
 
-def evaluate(model: torch.nn.Module, dataset: ToyAmbiguousDataset, n: int = 100, batch_size: int = 50) -> dict:
-    """Sample n masks per image of a toy dataset and return :func:`probunet.metrics.summarize` of them."""
-    samples = sample_masks(model, dataset.images, n, batch_size)
-    return summarize(samples, dataset.annotations, dataset.objects, dataset.probs)
+def evaluate_annotations(model: torch.nn.Module, dataset, n: int = 16, batch_size: int = 50,
+                         samples: torch.Tensor | None = None) -> dict:
+    """Sample n masks per image of ``dataset`` and score them against its annotations.
+
+    ``dataset`` needs ``.images`` (N, C, H, W) and ``.annotations`` (N, R, H, W); no known truth.
+    Returns :func:`probunet.metrics.annotation_scores` (GED unbiased and biased, Hungarian-matched
+    IoU, diversity; per class too when there are several foreground classes). Pass ``samples``
+    (N, S, H, W), e.g. from :func:`sample_masks`, to score masks drawn before (n is then unused).
+    """
+    for attr in ("images", "annotations"):
+        if not hasattr(dataset, attr):
+            raise ValueError(f"dataset needs .images (N, C, H, W) and .annotations (N, R, H, W); "
+                             f"{type(dataset).__name__} has no .{attr}")
+    if samples is None:
+        samples = sample_masks(model, dataset.images, n, batch_size)
+    num_classes = getattr(model, "num_classes", None)
+    return annotation_scores(samples, dataset.annotations, num_classes)
 
 
 @torch.no_grad()

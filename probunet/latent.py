@@ -62,7 +62,8 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> DiagonalGaussian:
         h = self.encoder(x)[-1].mean(dim=(2, 3), keepdim=True)
-        mu, log_sigma = self.to_params(h).flatten(1).chunk(2, dim=1)
+        # float32 even under mixed-precision autocast: exp(log sigma) and the KL overflow in fp16
+        mu, log_sigma = self.to_params(h).flatten(1).float().chunk(2, dim=1)
         return DiagonalGaussian(mu, log_sigma.clamp(*LOG_SIGMA_RANGE))
 
 

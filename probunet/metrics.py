@@ -2,16 +2,25 @@
 
 Conventions (stated once, used everywhere):
 
-- Masks are **binary**: foreground = nonzero. Multi-class users evaluate one
-  foreground class at a time (pass ``masks == c``).
-- Inputs may be torch tensors or numpy arrays (bool, int, uint8 or float; NaN is
-  rejected). Per-image results are torch float64 tensors (``assign_modes``: long);
-  scalars are Python floats; ``calibration_curve`` returns numpy arrays.
+- Masks hold **class indices**: 0 is the background, 1 .. K-1 are foreground
+  classes (bool masks are 0/1). Inputs may be torch tensors or numpy arrays of
+  any integer or bool dtype, or floats holding whole numbers; NaN, fractions and
+  negative labels are rejected. Per-image results are torch float64 tensors
+  (``assign_modes``: long); scalars are Python floats; ``calibration_curve``
+  returns numpy arrays.
 - Shapes: samples ``(N, S, H, W)`` (S predictions per image), annotations
   ``(N, R, H, W)``, true modes ``(N, M, H, W)`` with probabilities ``(N, M)``
-  (each row sums to 1), objects ``(N, K, H, W)`` with marking probabilities ``(N, K)``.
-- Distance ``d = 1 - IoU``. Two empty masks have IoU 1 (d = 0); one empty and one
-  non-empty mask have IoU 0 (d = 1). Implementations disagree here; this is ours.
+  (each row sums to 1), objects ``(N, J, H, W)`` with marking probabilities ``(N, J)``.
+- **Distance** ``d = 1 - IoU``, where for several classes IoU is the mean of the
+  per-class IoUs over the foreground classes present in either mask (as in the
+  multi-class GED of PHiSeg and the Cityscapes experiment of Kohl et al. 2018).
+  Two masks with no foreground have IoU 1 (d = 0); a class in one mask and absent
+  from the other has IoU 0 for that class. With one foreground class this is the
+  binary ``1 - |a & b| / |a | b|``. Implementations disagree on empty masks; this is ours.
+- Metrics built on this distance (IoU, GED, matched IoU, diversity, modes) take any
+  number of classes. Those that only make sense for one foreground class
+  (``object_frequencies``, ``summarize``) raise ``ValueError`` on labels > 1
+  instead of silently merging classes: pass ``masks == c`` for class c.
 - Everything is vectorised: masks are flattened to ``(N, S, H*W)`` and the pixel
   counts of all intersections come from batched matrix products over chunks of
   images (about ``CHUNK_PIXELS`` mask pixels each, e.g. 81 images of 100 samples of
@@ -27,8 +36,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
-
-from .data import modes_of
 
 Array = Union[torch.Tensor, np.ndarray]
 CHUNK_PIXELS = 2**23  # mask pixels per operand of one batched matrix product (32 MiB as float32)
@@ -49,13 +56,38 @@ def _tensor(x: Array, name: str) -> torch.Tensor:
     return t
 
 
-def _masks(x: Array, name: str) -> torch.Tensor:
-    """Binary masks (N, S, H, W) of any dtype -> bool, with N >= 1 and S >= 1."""
+def _labels(x: Array, name: str) -> torch.Tensor:
+    """Class-index masks of any dtype -> labels >= 0, uint8 or int64 (whole-number floats allowed)."""
     t = _tensor(x, name)
+    if t.dtype == torch.bool:
+        return t.long()
+    if t.is_floating_point():
+        if t.numel() and not torch.equal(t, t.round()):
+            raise ValueError(f"{name} must hold class indices (whole numbers), got fractional values such as "
+                             f"{t[t != t.round()][0].item():.3g}; threshold probabilities first")
+    elif t.is_complex():
+        raise ValueError(f"{name} must hold class indices, got dtype {t.dtype}")
+    if t.numel() and t.min() < 0:
+        raise ValueError(f"{name} must hold class indices >= 0, got {int(t.min())}")
+    # uint8 when labels fit: 500 images x 100 samples of 32x32 are 50 MB, not 400 MB as int64
+    return t.to(torch.uint8) if not t.numel() or t.max() < 256 else t.long()
+
+
+def _masks(x: Array, name: str) -> torch.Tensor:
+    """Class-index masks (N, S, H, W) -> labels (see _labels), with N >= 1 and S >= 1."""
+    t = _labels(x, name)
     if t.ndim != 4:
         raise ValueError(f"{name} must have 4 dims (N, S, H, W), got shape {tuple(t.shape)}")
     if t.shape[0] < 1 or t.shape[1] < 1:
         raise ValueError(f"{name} needs at least one image (N >= 1) and one mask per image (S >= 1), got shape {tuple(t.shape)}")
+    return t
+
+
+def _binary(t: torch.Tensor, name: str, why: str) -> torch.Tensor:
+    """Labels -> bool foreground, refusing labels > 1 (which a binary metric would merge)."""
+    if t.numel() and t.max() > 1:
+        raise ValueError(f"{why} handles binary masks only, but {name} holds labels up to {int(t.max())}: "
+                         f"score one class at a time with masks == c")
     return t != 0
 
 
@@ -113,17 +145,36 @@ def _iou_from_counts(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), 1.0)  # both empty -> 1
 
 
-def _pairwise_iou(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """IoU of all pairs: bool (N, S, H, W), (N, M, H, W) (default: a with itself) -> float64 (N, S, M)."""
-    out, c = [], _chunk(a, a if b is None else b)
+def _pair_counts(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersections and unions of all pairs: bool (N, S, H, W), (N, M, H, W) (default: a with itself) -> float64 (N, S, M) each."""
+    inters, unions, c = [], [], _chunk(a, a if b is None else b)
     for i in range(0, a.shape[0], c):
         fa = _flat(a[i:i + c])
         fb = fa if b is None else _flat(b[i:i + c])
         inter = torch.bmm(fa, fb.transpose(1, 2)).double()
         area_a = inter.diagonal(dim1=1, dim2=2) if b is None else fa.sum(-1).double()
         area_b = area_a if b is None else fb.sum(-1).double()
-        out.append(_iou_from_counts(inter, area_a[:, :, None] + area_b[:, None, :] - inter))
-    return torch.cat(out)
+        inters.append(inter)
+        unions.append(area_a[:, :, None] + area_b[:, None, :] - inter)
+    return torch.cat(inters), torch.cat(unions)
+
+
+def _pairwise_iou(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """IoU of all pairs: labels (N, S, H, W), (N, M, H, W) (default: a with itself) -> float64 (N, S, M).
+
+    One foreground class: the binary IoU. Several: the mean IoU over the classes present in
+    either mask of the pair (1 when neither has foreground).
+    """
+    top = int(max(a.max(), a.max() if b is None else b.max()))
+    if top <= 1:
+        return _iou_from_counts(*_pair_counts(a != 0, None if b is None else b != 0))
+    iou_sum = torch.zeros(a.shape[0], a.shape[1], a.shape[1] if b is None else b.shape[1], dtype=torch.float64)
+    present = torch.zeros_like(iou_sum)
+    for c in range(1, top + 1):
+        inter, union = _pair_counts(a == c, None if b is None else b == c)
+        iou_sum += torch.where(union > 0, inter / union.clamp(min=1), 0.0)
+        present += union > 0
+    return torch.where(present > 0, iou_sum / present.clamp(min=1), 1.0)
 
 
 def _mean_pairs(d: torch.Tensor, unbiased: bool) -> torch.Tensor:
@@ -138,8 +189,8 @@ def _expected(d: torch.Tensor, p: torch.Tensor, q: torch.Tensor | None = None) -
 
 
 def iou(a: Array, b: Array) -> torch.Tensor:
-    """Elementwise IoU of masks (..., H, W) and (..., H, W) (broadcast) -> float64 (...)."""
-    a, b = _tensor(a, "a"), _tensor(b, "b")
+    """Elementwise IoU of class-index masks (..., H, W) and (..., H, W) (broadcast) -> float64 (...)."""
+    a, b = _tensor(a, "a"), _tensor(b, "b")  # shape checks first, then labels
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError(f"a and b must have at least 2 dims (..., H, W), got shapes {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[-2:] != b.shape[-2:]:
@@ -148,10 +199,18 @@ def iou(a: Array, b: Array) -> torch.Tensor:
         torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError:
         raise ValueError(f"a and b have shapes that do not broadcast: {tuple(a.shape)} and {tuple(b.shape)}") from None
-    a, b = a != 0, b != 0
-    inter = (a & b).sum((-2, -1)).double()
-    union = (a | b).sum((-2, -1)).double()
-    return _iou_from_counts(inter, union)
+    a, b = _labels(a, "a"), _labels(b, "b")
+    top = max(int(a.max()) if a.numel() else 0, int(b.max()) if b.numel() else 0)
+    if top <= 1:
+        a, b = a != 0, b != 0
+        return _iou_from_counts((a & b).sum((-2, -1)).double(), (a | b).sum((-2, -1)).double())
+    iou_sum = present = 0
+    for c in range(1, top + 1):
+        ac, bc = a == c, b == c
+        inter, union = (ac & bc).sum((-2, -1)).double(), (ac | bc).sum((-2, -1)).double()
+        iou_sum = iou_sum + torch.where(union > 0, inter / union.clamp(min=1), 0.0)
+        present = present + (union > 0)
+    return torch.where(present > 0, iou_sum / present.clamp(min=1), 1.0)
 
 
 def pairwise_iou(a: Array, b: Array) -> torch.Tensor:
@@ -290,7 +349,7 @@ def object_frequencies(samples: Array, objects: Array, coverage: float = 0.5) ->
     """
     s, o = _masks(samples, "samples"), _masks(objects, "objects")
     _same_images(s, o, "samples", "objects")
-    return _object_frequencies(s, o, coverage)
+    return _object_frequencies(_binary(s, "samples", "object_frequencies"), _binary(o, "objects", "object_frequencies"), coverage)
 
 
 def mode_tv(freqs: Array, probs: Array, pooled: bool = True) -> float | torch.Tensor:
@@ -356,47 +415,39 @@ def calibration_error(predicted: Array, true: Array, bins: int = 10) -> float:
     return float(np.sum(c["counts"][ok] / c["counts"].sum() * gap))
 
 # -----------------------------------------------------------------------------
-# everything at once
+# everything that needs no known truth, at once
 
 
-def summarize(samples: Array, annotations: Array, objects: Array, probs: Array, min_iou: float = 0.5) -> dict:
-    """All metrics for one set of predictions on data with known independent objects.
-
-    samples (N, S, H, W) with S >= 2, annotations (N, R, H, W), objects bool
-    (N, K, H, W), probs (N, K) per-object marking probabilities (the modes come
-    from :func:`probunet.data.modes_of`). Returns floats averaged over images:
-    ``ged_unbiased`` (NaN when R < 2), ``ged_biased`` (vs annotations), ``ged_exact``
-    (vs the true modes), ``hm_iou``, ``diversity``, ``true_diversity``, ``mode_tv``
-    (pooled), ``mode_tv_per_image`` (mean), ``other_fraction``, ``calibration_error``
-    (of per-object frequencies), and the pooled lists ``mode_freq_pred`` and
-    ``mode_freq_true`` (M + 1 entries, "other" last; its true value is 0).
-    """
-    s, y, o = _masks(samples, "samples"), _masks(annotations, "annotations"), _masks(objects, "objects")
-    _same_images(s, y, "samples", "annotations")
-    _same_images(s, o, "samples", "objects")
-    p_obj = _unit_interval(probs, "probs")
-    if tuple(p_obj.shape) != tuple(o.shape[:2]):
-        raise ValueError(f"probs must have shape (N, K) = {tuple(o.shape[:2])}, got {tuple(p_obj.shape)}")
-    _at_least_two(s, "samples", "summarize")
-    modes, p = modes_of(o.numpy(), p_obj.numpy())
-    modes, p = torch.from_numpy(modes) != 0, torch.from_numpy(p)
-
-    # every IoU matrix once; the metrics below are cheap combinations of them
-    iou_sy, iou_sm = _pairwise_iou(s, y), _pairwise_iou(s, modes)
-    d_ss, d_yy, d_mm = 1 - _pairwise_iou(s), 1 - _pairwise_iou(y), 1 - _pairwise_iou(modes)
-    freqs = _frequencies(_assign(iou_sm, min_iou), modes.shape[1])
-    nan = float("nan")
+def _scores(s: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    iou_sy, d_ss, d_yy = _pairwise_iou(s, y), 1 - _pairwise_iou(s), 1 - _pairwise_iou(y)
+    nan, two_s, two_y = float("nan"), s.shape[1] >= 2, y.shape[1] >= 2
     return {
-        "ged_unbiased": _ged(1 - iou_sy, d_ss, d_yy, True).mean().item() if y.shape[1] >= 2 else nan,
+        "ged_unbiased": _ged(1 - iou_sy, d_ss, d_yy, True).mean().item() if two_s and two_y else nan,
         "ged_biased": _ged(1 - iou_sy, d_ss, d_yy, False).mean().item(),
-        "ged_exact": _ged_exact(1 - iou_sm, d_ss, d_mm, p).mean().item(),
         "hm_iou": _hungarian(iou_sy).mean().item(),
-        "diversity": _mean_pairs(d_ss, True).mean().item(),
-        "true_diversity": _expected(d_mm, p).mean().item(),
-        "mode_tv": mode_tv(freqs, p, pooled=True),
-        "mode_tv_per_image": mode_tv(freqs, p, pooled=False).mean().item(),
-        "other_fraction": freqs[:, -1].mean().item(),
-        "calibration_error": calibration_error(_object_frequencies(s, o, 0.5), p_obj),
-        "mode_freq_pred": freqs.mean(0).tolist(),
-        "mode_freq_true": F.pad(p, (0, 1)).mean(0).tolist(),
+        "diversity": _mean_pairs(d_ss, True).mean().item() if two_s else nan,
+        "annotator_diversity": _mean_pairs(d_yy, True).mean().item() if two_y else nan,
     }
+
+
+def annotation_scores(samples: Array, annotations: Array, num_classes: int | None = None) -> dict:
+    """Scores of samples against annotations, with no known truth, averaged over images.
+
+    samples (N, S, H, W) and annotations (N, R, H, W), class indices. Returns floats
+    ``ged_unbiased`` (NaN when S or R < 2), ``ged_biased`` (as papers report), ``hm_iou``,
+    ``diversity`` (of the samples; NaN when S < 2) and ``annotator_diversity`` (NaN when
+    R < 2), all with the multi-class distance of this module. With more than one foreground
+    class (labels up to ``num_classes - 1``, default: the largest label present),
+    ``per_class`` maps each class c >= 1 to the same scores for the binary masks ``== c``.
+    """
+    s, y = _masks(samples, "samples"), _masks(annotations, "annotations")
+    _same_images(s, y, "samples", "annotations")
+    top = max(int(s.max()), int(y.max()))
+    if num_classes is not None:
+        if top >= num_classes:
+            raise ValueError(f"labels must be < num_classes = {num_classes}, got {top}")
+        top = num_classes - 1
+    out: dict = _scores(s, y)
+    if top > 1:
+        out["per_class"] = {c: _scores((s == c).to(torch.uint8), (y == c).to(torch.uint8)) for c in range(1, top + 1)}
+    return out

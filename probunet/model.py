@@ -20,9 +20,18 @@ from torch import nn
 from .latent import DiagonalGaussian, GaussianEncoder, kl_divergence, posterior_input
 from .unet import UNetBackbone, check_image, check_mask, init_weights
 
+SAMPLE_CHUNK_ELEMENTS = 2**25  # hidden activations per chunk of samples in Fcomb (128 MiB as float32)
+
 
 class Fcomb(nn.Module):
-    """Combine U-Net features (B, F, H, W) with z (B, D) or (B, n, D) into logits (B, [n,] K, H, W)."""
+    """Combine U-Net features (B, F, H, W) with z (B, D) or (B, n, D) into logits (B, [n,] K, H, W).
+
+    The reference tiles z over the image, concatenates it with the features and
+    applies 1x1 convolutions. The first of them is linear, so it splits exactly:
+    ``W [f; z] + b = (W_f f + b) + W_z z``. The feature part is computed once per
+    image, the z part once per sample and broadcast over pixels, so n samples never
+    copy the features n times; they are decoded ``chunk`` at a time (see forward).
+    """
 
     def __init__(self, feature_channels: int, latent_dim: int, num_classes: int, hidden: int = 32, layers: int = 3):
         super().__init__()
@@ -32,14 +41,40 @@ class Fcomb(nn.Module):
             body += [nn.Conv2d(a, b, 1), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*body)
         self.logits = nn.Conv2d(chans[-1], num_classes, 1)
+        self.feature_channels = feature_channels
 
-    def forward(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() == 3:  # (B, n, D): decode n latents per image without recomputing the U-Net
-            b, n, d = z.shape
-            feats = features.unsqueeze(1).expand(-1, n, -1, -1, -1).flatten(0, 1)
-            return self.forward(feats, z.flatten(0, 1)).unflatten(0, (b, n))
-        tiled = z[:, :, None, None].expand(-1, -1, *features.shape[-2:])
-        return self.logits(self.body(torch.cat([features, tiled], dim=1)))
+    def _first(self) -> nn.Conv2d:
+        return self.body[0] if len(self.body) else self.logits
+
+    def _rest(self, h: torch.Tensor) -> torch.Tensor:
+        """From the first convolution's output (M, C1, H, W) to logits (M, K, H, W)."""
+        if not len(self.body):
+            return h  # the first convolution was the logits layer
+        return self.logits(self.body[2:](F.relu(h)))
+
+    def forward(self, features: torch.Tensor, z: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """features (B, F, H, W), z (B, D) -> (B, K, H, W); z (B, n, D) -> (B, n, K, H, W), ``chunk`` samples at a time.
+
+        ``chunk`` (default: as many as fit in about SAMPLE_CHUNK_ELEMENTS activations) bounds memory:
+        only ``B * chunk`` samples' hidden activations exist at once.
+        """
+        conv, f = self._first(), self.feature_channels
+        per_image = F.conv2d(features, conv.weight[:, :f], conv.bias)  # (B, C1, H, W), once per image
+        w_z = conv.weight[:, f:, 0, 0]  # (C1, D)
+        if z.dim() == 2:
+            return self._rest(per_image + (z @ w_z.T)[:, :, None, None])
+        b, n, _ = z.shape
+        per_sample = z @ w_z.T  # (B, n, C1)
+        if chunk is None:
+            chunk = max(1, SAMPLE_CHUNK_ELEMENTS // per_image.numel())
+        out = None
+        for i in range(0, n, chunk):
+            h = per_image[:, None] + per_sample[:, i:i + chunk, :, None, None]  # (B, c, C1, H, W)
+            logits = self._rest(h.flatten(0, 1)).unflatten(0, (b, -1))
+            if out is None:  # filled in place: no second copy of all n samples' logits
+                out = logits.new_empty(b, n, *logits.shape[2:])
+            out[:, i:i + chunk] = logits
+        return out
 
 
 class ProbabilisticUNet(nn.Module):
@@ -110,7 +145,8 @@ class ProbabilisticUNet(nn.Module):
         q, p = self.posterior(posterior_input(x, y, self.num_classes)), self.prior(x)
         z = q.rsample()
         logits = self.fcomb(self.unet(x), z)
-        recon = F.cross_entropy(logits, y, reduction="sum") / x.shape[0]
+        # float32 for the sums over pixels, also under mixed-precision autocast
+        recon = F.cross_entropy(logits.float(), y, reduction="sum") / x.shape[0]
         kl = kl_divergence(q, p) if analytic_kl else q.log_prob(z) - p.log_prob(z)
         kl = kl.mean()
         return {"total": recon + beta * kl, "recon": recon, "kl": kl}
@@ -118,6 +154,14 @@ class ProbabilisticUNet(nn.Module):
     def loss(self, x: torch.Tensor, y: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
         """:meth:`elbo`, under the name the training loop calls on every model."""
         return self.elbo(x, y, **kwargs)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, **kwargs):
+        """With masks y (B, H, W): the :meth:`elbo` dict. Without: :meth:`sample` logits (B, n, K, H, W).
+
+        Wrappers such as ``torch.compile`` and DistributedDataParallel call ``forward``;
+        keyword arguments go to ``elbo`` (beta, analytic_kl) or ``sample`` (n).
+        """
+        return self.sample(x, **kwargs) if y is None else self.elbo(x, y, **kwargs)
 
     @torch.no_grad()
     def sample(self, x: torch.Tensor, n: int = 1) -> torch.Tensor:

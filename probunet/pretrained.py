@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .train import MODELS, resolve_device
+from .registry import build_model, resolve_device
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -34,7 +34,7 @@ def load_pretrained(name: str = "probunet_toy", device: str | torch.device = "au
     if not path.exists():
         raise ValueError(f"no shipped weights named {name!r}; available: {available()}")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    model = MODELS[saved["model_class"]](**saved["model_config"])
+    model = build_model(saved["model_class"], saved["model_config"])
     model.load_state_dict(saved["model"])
     model.info = saved["info"]
     return model.to(resolve_device(device)).eval()

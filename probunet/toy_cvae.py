@@ -8,7 +8,7 @@ weights depend on x::
 
 with the centres c_m on a circle of radius 2.5 (at 90, 210 and 330 degrees).
 So y is ambiguous given x and the true mixture weights are known, as in the
-toy segmentation data (:mod:`probunet.data`), but a model trains in seconds and
+toy segmentation data (:mod:`probunet.toy`), but a model trains in seconds and
 its two-dimensional latent space can be drawn.
 
 :class:`ToyCVAE` has the parts of :class:`probunet.model.ProbabilisticUNet`:

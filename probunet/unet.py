@@ -30,10 +30,12 @@ def conv_block(in_ch: int, out_ch: int, num_convs: int) -> nn.Sequential:
 
 
 def check_image(x: torch.Tensor, in_channels: int, levels: int) -> None:
-    """Raise ValueError unless x is a finite (B, in_channels, H, W) batch with H, W divisible by 2**(levels-1)."""
+    """Raise ValueError unless x is a finite float (B, in_channels, H, W) batch with H, W divisible by 2**(levels-1)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected an image batch of shape (B, C, H, W), got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"images must be float, got dtype {x.dtype}: scale them first, e.g. x.float() / 255 for uint8")
     if x.shape[1] != in_channels:
         raise ValueError(f"expected {in_channels} input channel(s), got {x.shape[1]} (image shape {tuple(x.shape)})")
     factor = 2 ** (levels - 1)

@@ -174,8 +174,8 @@ def toy_examples(images, modes, probs, annotations=None, mode_labels: list[str] 
 
 def law_plot(contrast, probs, ax=None) -> plt.Axes:
     """The toy data's law: each object's contrast (any shape) against its marking probability (same shape),
-    with the line :func:`probunet.data.contrast_to_prob`."""
-    from .data import CONTRAST_RANGE, contrast_to_prob
+    with the line :func:`probunet.toy.contrast_to_prob`."""
+    from .toy.shapes import CONTRAST_RANGE, contrast_to_prob
 
     contrast, probs = _np(contrast).ravel(), _np(probs).ravel()
     if contrast.shape != probs.shape:

@@ -1,290 +1,225 @@
-"""Tests of probunet.data: the toy data's known law, the stored splits, validation and the Dataset."""
+"""Tests of probunet.data: MultiAnnotatorDataset, its two readers, pad_to_multiple, and every bad input."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from scipy.stats import spearmanr
+from PIL import Image
 
-from probunet import data
-from probunet.data import (ToyAmbiguousDataset, contrast_to_prob, generate_split, generate_toy, load_split,
-                           modes_of, save_split, split_path, validate_arrays)
+from probunet import ProbabilisticUNet, UNet
+from probunet.data import MultiAnnotatorDataset, pad_to_multiple
+from probunet.train import fit
 
-torch.set_num_threads(1)  # tiny tensors: extra threads only add contention on a shared 2-core machine
-
-
-@pytest.fixture(scope="module")
-def stored() -> dict[str, dict[str, np.ndarray]]:
-    """The splits as stored in data/*.npz (read directly, not through load_split)."""
-    out = {}
-    for split in data.SPLITS:
-        with np.load(split_path(split)) as f:
-            out[split] = {k: f[k] for k in f.files}
-    return out
+torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def generated() -> dict[str, dict[str, np.ndarray]]:
-    return {split: generate_split(split) for split in data.SPLITS}
+def arrays(n=5, r=3, c=1, h=8, w=12, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, c, h, w), dtype=np.float32), rng.integers(0, k, (n, r, h, w)).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def train_ds(stored) -> ToyAmbiguousDataset:
-    return ToyAmbiguousDataset(arrays=stored["train"])
-
-
-def small_arrays(n: int = 3, seed: int = 5) -> dict[str, np.ndarray]:
-    return generate_toy(n, size=16, num_objects=2, num_raters=3, seed=seed)
-
-
-# -----------------------------------------------------------------------------
-# the modes and the law
-
-
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_modes_sum_to_one_and_are_distinct_masks(stored, split):
-    ds = ToyAmbiguousDataset(arrays=stored[split])
-    masks, probs = ds.all_modes()
-    n, k = ds.probs.shape
-    assert masks.shape == (n, 2**k, 32, 32) and masks.dtype == np.uint8 and probs.shape == (n, 2**k)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-12)
-    assert set(np.unique(masks)) <= {0, 1}
-    for a in range(2**k):
-        for b in range(a + 1, 2**k):
-            assert (masks[:, a] != masks[:, b]).any(axis=(-1, -2)).all(), f"modes {a} and {b} coincide"
-    # the full mode is the union of all objects; mode m marks object j iff bit j of m is set
-    np.testing.assert_array_equal(masks[:, -1], stored[split]["objects"].any(1))
-    np.testing.assert_array_equal(masks[:, 1], stored[split]["objects"][:, 0])
-    # per-image modes() agrees with all_modes()
-    m3, p3 = ds.modes(3)
-    np.testing.assert_array_equal(m3, masks[3])
-    np.testing.assert_allclose(p3, probs[3])
-
-
-def test_mode_zero_is_the_empty_mask_with_positive_probability(train_ds):
-    masks, probs = train_ds.all_modes()
-    assert masks[:, 0].max() == 0
-    assert (probs[:, 0] > 0).all()
-    p = train_ds.probs.double().numpy()
-    np.testing.assert_allclose(probs[:, 0], (1 - p).prod(-1), rtol=1e-12)
-
-
-def test_modes_of_hand_case():
-    objects = np.zeros((2, 1, 3), bool)
-    objects[0, 0, 0] = objects[1, 0, 2] = True
-    masks, probs = modes_of(objects, np.array([0.2, 0.7]))
-    assert masks[:, 0].tolist() == [[0, 0, 0], [1, 0, 0], [0, 0, 1], [1, 0, 1]]
-    np.testing.assert_allclose(probs, [0.8 * 0.3, 0.2 * 0.3, 0.8 * 0.7, 0.2 * 0.7])
-
-
-def test_probabilities_in_range_with_spread(stored):
-    for split in data.SPLITS:
-        p = stored[split]["probs"]
-        assert p.dtype == np.float32
-        assert p.min() >= np.float32(0.1) and p.max() <= np.float32(0.9)
-    p = stored["train"]["probs"]
-    assert p.min() < 0.15 and p.max() > 0.85
-
-
-def test_contrast_to_prob_is_the_documented_law():
-    assert contrast_to_prob(0.25) == pytest.approx(0.1)
-    assert contrast_to_prob(0.8) == pytest.approx(0.9)
-    assert contrast_to_prob(0.525) == pytest.approx(0.5)
-    c = np.linspace(0.25, 0.8, 15)
-    np.testing.assert_allclose(contrast_to_prob(c), 0.1 + 0.8 * (c - 0.25) / 0.55)
-    slope, _ = np.polyfit(c, contrast_to_prob(c), 1)
-    assert slope == pytest.approx(0.8 / 0.55)
-
-
-def _object_means(arrays):
-    im = arrays["images"].astype(np.float64) / 255.0
-    ob = arrays["objects"]
-    return np.array([[im[i][ob[i, k]].mean() for k in range(ob.shape[1])] for i in range(len(im))])
-
-
-def test_images_show_the_law(stored):
-    arrays = stored["train"]
-    means, probs = _object_means(arrays), arrays["probs"]
-    assert spearmanr(means.ravel(), probs.ravel()).statistic > 0.9
-    # quantitatively: object intensity = background + contrast, contrast = the law's inverse of p
-    contrast = 0.25 + 0.55 * (probs.astype(np.float64) - 0.1) / 0.8
-    unsaturated = contrast < 0.72  # background + contrast + 3 noise std < 1: no clipping at 255
-    err = means[unsaturated] - (data.BACKGROUND + contrast[unsaturated])
-    assert unsaturated.sum() > 1000
-    assert abs(err.mean()) < 0.005 and np.quantile(np.abs(err), 0.99) < 0.05
-    background = arrays["images"][~arrays["objects"].any(1)].mean() / 255.0
-    assert background == pytest.approx(data.BACKGROUND, abs=0.01)
-
-
-def test_stored_annotations_follow_the_law(stored):
-    """Raters mark object k with frequency p_k: binned calibration of the stored annotations."""
-    arrays = stored["train"]
-    ob, an = arrays["objects"], arrays["annotations"].astype(bool)
-    # marked[i, r, k]: rater r marked all of object k (objects never overlap, so a mode is all-or-nothing)
-    inside = np.einsum("nrhw,nkhw->nrk", an.astype(np.int64), ob.astype(np.int64))
-    size = ob.sum((2, 3))[:, None, :]
-    assert ((inside == 0) | (inside == size)).all(), "an annotation marks part of an object"
-    marked = inside == size
-    assert (an.sum((2, 3)) == (marked * size).sum(-1)).all(), "an annotation marks pixels outside all objects"
-    p = np.broadcast_to(arrays["probs"][:, None, :], marked.shape)
-    for lo in np.arange(0.1, 0.9, 0.2):
-        sel = (p >= lo) & (p < lo + 0.2)
-        assert abs(marked[sel].mean() - p[sel].mean()) < 0.03
-
-
-# -----------------------------------------------------------------------------
-# stored splits, loading, saving, validation
-
-
-def test_stored_splits_equal_generated_bit_for_bit(stored, generated):
-    for split, n in (("train", 2000), ("test", 500)):
-        assert set(stored[split]) == set(data.ARRAYS) == set(generated[split])
-        for key in data.ARRAYS:
-            assert stored[split][key].dtype == generated[split][key].dtype, (split, key)
-            assert np.array_equal(stored[split][key], generated[split][key]), (split, key)
-        assert len(stored[split]["images"]) == n
-        assert stored[split]["images"].shape == (n, 32, 32)
-        assert stored[split]["annotations"].shape == (n, 4, 32, 32)
-    assert not np.array_equal(stored["train"]["images"][:500], stored["test"]["images"])
-
-
-def test_load_split_regenerates_when_absent(tmp_path, stored):
-    assert not split_path("test", tmp_path).exists()
-    arrays = load_split("test", root=tmp_path)
-    for key in data.ARRAYS:
-        assert np.array_equal(arrays[key], stored["test"][key]), key
-    # and the default root reads the stored file
-    loaded = load_split("test")
-    assert all(np.array_equal(loaded[k], stored["test"][k]) for k in data.ARRAYS)
-
-
-def test_save_then_load_round_trip_and_corrupt_file(tmp_path):
-    arrays = small_arrays()
-    save_split(arrays, split_path("train", tmp_path))
-    back = load_split("train", root=tmp_path)
-    assert all(np.array_equal(back[k], arrays[k]) and back[k].dtype == arrays[k].dtype for k in data.ARRAYS)
-    bad = dict(arrays, probs=arrays["probs"] * 0 + 1.5)
-    np.savez(split_path("train", tmp_path), **bad)
-    with pytest.raises(ValueError, match="probs"):
-        load_split("train", root=tmp_path)
-
-
-def test_generate_toy_is_deterministic_and_seed_dependent():
-    a, b, c = small_arrays(seed=1), small_arrays(seed=1), small_arrays(seed=2)
-    assert all(np.array_equal(a[k], b[k]) for k in data.ARRAYS)
-    assert not np.array_equal(a["images"], c["images"])
-
-
-@pytest.mark.parametrize("change, match", [
-    (lambda a: a.pop("annotations"), "missing"),
-    (lambda a: a.pop("probs"), "missing"),
-    (lambda a: a.update(images=a["images"].astype(np.float32)), "images"),
-    (lambda a: a.update(images=a["images"][0]), "images"),
-    (lambda a: a.update(objects=a["objects"].astype(np.uint8)), "objects"),
-    (lambda a: a.update(annotations=a["annotations"].astype(np.int64)), "annotations"),
-    (lambda a: a.update(annotations=a["annotations"] * 2), "annotations"),
-    (lambda a: a.update(probs=np.zeros_like(a["probs"])), "probs"),
-    (lambda a: a.update(probs=np.ones_like(a["probs"])), "probs"),
-    (lambda a: a.update(probs=-a["probs"]), "probs"),
-    (lambda a: a.update(probs=a["probs"] + 1), "probs"),
-    (lambda a: a.update(probs=np.full_like(a["probs"], np.nan)), "probs"),
-    (lambda a: a.update(probs=a["probs"][:, :1]), "probs"),
-])
-def test_validate_arrays_rejects(change, match):
-    arrays = small_arrays()
-    validate_arrays(arrays)  # valid as generated
-    change(arrays)
-    with pytest.raises(ValueError, match=match):
-        validate_arrays(arrays)
-    with pytest.raises(ValueError, match=match):
-        ToyAmbiguousDataset(arrays=arrays)
-
-
-def test_data_files_are_small():
-    total = sum(split_path(s).stat().st_size for s in data.SPLITS)
-    assert 0 < total < 10 * 2**20
-
-
-# -----------------------------------------------------------------------------
-# the Dataset
-
-
-def test_dataset_items(train_ds, stored):
-    assert len(train_ds) == 2000 and train_ds.num_classes == 2
-    for annotation in ("stored", "fresh"):
-        ds = ToyAmbiguousDataset(arrays=stored["train"], annotation=annotation)
-        for i in (0, 7, 1999):
-            x, y = ds[i]
-            assert x.shape == (1, 32, 32) and x.dtype == torch.float32
-            assert y.shape == (32, 32) and y.dtype == torch.int64
-            assert 0.0 <= x.min() and x.max() <= 1.0
-            assert set(y.unique().tolist()) <= {0, 1}
-            np.testing.assert_allclose(x[0].numpy(), stored["train"]["images"][i] / 255.0, rtol=1e-6)
-
-
-def test_default_dataset_reads_the_stored_split(stored):
-    ds = ToyAmbiguousDataset("test")
-    assert len(ds) == 500
-    assert torch.equal(ds.annotations, torch.from_numpy(stored["test"]["annotations"]).long())
-
-
-def test_stored_annotation_yields_only_stored_masks(train_ds):
+def test_items_are_an_image_and_one_rater():
+    images, ann = arrays()
+    ds = MultiAnnotatorDataset(images, ann)
+    assert len(ds) == 5 and ds.num_raters == 3 and ds.num_classes == 3
+    assert ds.images.dtype == torch.float32 and ds.annotations.dtype == torch.uint8
     torch.manual_seed(0)
-    for i in (0, 11, 42):
-        seen = set()
-        stored_masks = train_ds.annotations[i]
-        for _ in range(60):
-            _, y = train_ds[i]
-            hits = [r for r in range(len(stored_masks)) if torch.equal(y, stored_masks[r])]
-            assert hits, f"image {i}: a mask not among its stored annotations"
-            seen.update(hits)
-        assert seen == set(range(len(stored_masks))), "some raters are never drawn"
+    seen = set()
+    for _ in range(60):
+        x, y = ds[2]
+        assert x.shape == (1, 8, 12) and y.shape == (8, 12) and y.dtype == torch.long
+        matches = [r for r in range(3) if np.array_equal(y.numpy(), ann[2, r])]
+        assert matches  # always one of the stored raters
+        seen.update(matches)
+    assert seen == {0, 1, 2}  # random: every rater comes up (P(miss one) < 3 * (2/3)**60)
 
 
-def test_fresh_draws_follow_the_true_law(stored):
-    ds = ToyAmbiguousDataset(arrays=stored["train"], annotation="fresh")
-    masks, probs = ds.all_modes()
-    p = ds.probs.numpy()
-    # an image with unequal object probabilities whose rarest mode is still likely enough to show up often
-    i = int(np.argmax(np.where(np.abs(p[:, 0] - p[:, 1]) > 0.4, probs.min(1), -1)))
-    assert abs(p[i, 0] - p[i, 1]) > 0.4 and probs[i].min() > 0.05
-    modes = torch.from_numpy(masks[i]).long().flatten(1)  # (M, H*W)
-    torch.manual_seed(1)
-    counts = np.zeros(len(modes))
-    for _ in range(4000):
-        _, y = ds[i]
-        match = (modes == y.flatten()).all(1)
-        assert match.sum() == 1, "a fresh draw is not one of the image's modes"
-        counts[int(match.nonzero())] += 1
-    np.testing.assert_allclose(counts / 4000, probs[i], atol=0.03)
+def test_random_rater_is_reproducible_and_a_fixed_rater_is_fixed():
+    images, ann = arrays()
+    ds = MultiAnnotatorDataset(images, ann)
+    torch.manual_seed(4)
+    a = [ds[0][1] for _ in range(10)]
+    torch.manual_seed(4)
+    b = [ds[0][1] for _ in range(10)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    fixed = MultiAnnotatorDataset(images, ann, annotation=1)
+    assert all(np.array_equal(fixed[0][1].numpy(), ann[0, 1]) for _ in range(5))
 
 
-@pytest.mark.parametrize("annotation", ["stored", "fresh"])
-def test_draws_are_reproducible_with_torch_manual_seed(stored, annotation):
-    ds = ToyAmbiguousDataset(arrays=stored["train"], annotation=annotation)
-
-    def draw(seed):
-        torch.manual_seed(seed)
-        return torch.stack([ds[i % 5][1] for i in range(40)])
-
-    a, b, c = draw(3), draw(3), draw(4)
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
+def test_transform_is_applied_to_image_and_mask():
+    images, ann = arrays()
+    flip = lambda x, y: (x.flip(-1), y.flip(-1))  # noqa: E731
+    x, y = MultiAnnotatorDataset(images, ann, annotation=0, transform=flip)[1]
+    assert np.array_equal(x.numpy(), images[1][..., ::-1]) and np.array_equal(y.numpy(), ann[1, 0][..., ::-1])
 
 
-def test_bad_names_raise():
-    with pytest.raises(ValueError, match="annotation"):
-        ToyAmbiguousDataset("train", annotation="random")
-    with pytest.raises(ValueError, match="unknown split"):
-        ToyAmbiguousDataset("validation")
-    with pytest.raises(ValueError, match="unknown split"):
-        load_split("val")
-    with pytest.raises(ValueError, match="unknown split"):
-        generate_split("Train")
+def test_wide_labels_and_bool_masks_are_kept():
+    images, _ = arrays(n=2, r=1)
+    wide = np.zeros((2, 1, 8, 12), np.int64)
+    wide[0, 0, 0, 0] = 300
+    assert MultiAnnotatorDataset(images, wide).annotations.dtype == torch.int64
+    ds = MultiAnnotatorDataset(images, np.ones((2, 1, 8, 12), bool))
+    assert ds.num_classes == 2 and ds[0][1].sum() == 96
 
 
-def test_generate_toy_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="size"):
-        generate_toy(2, size=8)
-    with pytest.raises(ValueError, match=">= 1"):
-        generate_toy(0)
+IMAGES, ANN = arrays()
+BAD = [
+    (lambda: MultiAnnotatorDataset(IMAGES[:, 0], ANN), r"images must have 4 dims \(N, C, H, W\)"),
+    (lambda: MultiAnnotatorDataset((IMAGES * 255).astype(np.uint8), ANN), "images must be float.*uint8.*/ 255"),
+    (lambda: MultiAnnotatorDataset(np.where(IMAGES > 0.99, np.nan, IMAGES), ANN), "NaN or inf"),
+    (lambda: MultiAnnotatorDataset(np.where(IMAGES > 0.99, np.inf, IMAGES), ANN), "NaN or inf"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN[:, 0]), r"annotations must have 4 dims \(N, R, H, W\)"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN[:, :0]), r"at least one rater per image \(R >= 1\)"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN.astype(np.float32)), "integer class indices.*float32"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN.astype(np.int64) - 1), "labels must be >= 0"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN, num_classes=2), r"labels must be in \[0, 1\] for num_classes=2, got max 2"),
+    (lambda: MultiAnnotatorDataset(IMAGES[:4], ANN), "same N, H and W"),
+    (lambda: MultiAnnotatorDataset(IMAGES[..., :8], ANN), "same N, H and W"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN, annotation=3), r"rater index in \[0, 2\]"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN, annotation="fresh"), "'random' or a rater index"),
+    (lambda: MultiAnnotatorDataset(IMAGES, ANN, transform=3), "transform must be callable"),
+    (lambda: MultiAnnotatorDataset(IMAGES.tolist(), ANN), "torch tensor or numpy array"),
+]
+
+
+@pytest.mark.parametrize("call, message", BAD)
+def test_bad_input_says_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_from_npz_scales_integer_images(tmp_path):
+    images, ann = arrays(n=4, r=2)
+    grey = (images[:, 0] * 255).round().astype(np.uint8)  # (N, H, W)
+    np.savez_compressed(tmp_path / "d.npz", images=grey, annotations=ann)
+    ds = MultiAnnotatorDataset.from_npz(tmp_path / "d.npz", annotation=1)
+    assert ds.images.shape == (4, 1, 8, 12) and torch.allclose(ds.images[:, 0], torch.from_numpy(grey / 255).float())
+    assert ds.annotation == 1 and torch.equal(ds.annotations, torch.from_numpy(ann))
+
+
+def test_from_npz_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        MultiAnnotatorDataset.from_npz(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="cannot read .*junk.npz"):
+        MultiAnnotatorDataset.from_npz(tmp_path / "junk.npz")
+    np.savez(tmp_path / "wrong.npz", images=np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"has no arrays \['annotations'\]; it holds \['images'\]"):
+        MultiAnnotatorDataset.from_npz(tmp_path / "wrong.npz")
+
+
+def write_pngs(root, n=6, raters=("a", "b", "c"), size=16, seed=0, rgb=False):
+    """n images with a bright square; each rater marks the square grown or shrunk by a pixel."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    truth = []
+    for i in range(n):
+        top, left = rng.integers(2, size - 8, 2)
+        square = np.zeros((size, size), bool)
+        square[top:top + 5, left:left + 5] = True
+        image = np.clip(40 + 160 * square + rng.normal(0, 10, (size, size)), 0, 255).astype(np.uint8)
+        Image.fromarray(np.stack([image] * 3, -1) if rgb else image).save(root / "images" / f"case{i:02d}.png")
+        masks = []
+        for j, r in enumerate(raters):
+            m = np.zeros((size, size), np.uint8)
+            grow = j - 1
+            m[top - grow:top + 5 + grow, left - grow:left + 5 + grow] = 1
+            Image.fromarray(m).save(root / "masks" / f"case{i:02d}_{r}.png")
+            masks.append(m)
+        truth.append((image, np.stack(masks)))
+    return truth
+
+
+def test_from_folders_reads_images_and_every_rater(tmp_path):
+    truth = write_pngs(tmp_path)
+    ds = MultiAnnotatorDataset.from_folders(tmp_path / "images", tmp_path / "masks")
+    assert ds.ids == [f"case{i:02d}" for i in range(6)]
+    assert ds.images.shape == (6, 1, 16, 16) and ds.annotations.shape == (6, 3, 16, 16)
+    for i, (image, masks) in enumerate(truth):
+        assert np.allclose(ds.images[i, 0].numpy(), image / 255)
+        assert np.array_equal(ds.annotations[i].numpy(), masks)  # raters sorted by name: a, b, c
+
+
+def test_from_folders_reads_rgb(tmp_path):
+    write_pngs(tmp_path, n=2, rgb=True)
+    assert MultiAnnotatorDataset.from_folders(tmp_path / "images", tmp_path / "masks").images.shape == (2, 3, 16, 16)
+
+
+def test_from_folders_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="no such folder"):
+        MultiAnnotatorDataset.from_folders(tmp_path / "images", tmp_path / "masks")
+    write_pngs(tmp_path, n=3)
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    (masks / "case01_c.png").unlink()
+    with pytest.raises(ValueError, match=r"image case01 has raters \['a', 'b'\].*same raters"):
+        MultiAnnotatorDataset.from_folders(imgs, masks)
+    for r in "ab":
+        (masks / f"case01_{r}.png").unlink()
+    with pytest.raises(ValueError, match="image case01.png has no masks"):
+        MultiAnnotatorDataset.from_folders(imgs, masks)
+    write_pngs(tmp_path, n=3)
+    (masks / "stray_a.png").write_bytes((masks / "case00_a.png").read_bytes())
+    with pytest.raises(ValueError, match="mask stray_a.png is not named <id>_<rater>.png"):
+        MultiAnnotatorDataset.from_folders(imgs, masks)
+    (masks / "stray_a.png").unlink()
+    (masks / "case02_b.png").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="cannot read .*case02_b.png as a PNG"):
+        MultiAnnotatorDataset.from_folders(imgs, masks)
+    write_pngs(tmp_path, n=3)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / "case02_b.png")
+    with pytest.raises(ValueError, match="mask case02_b.png is 8x8, its image case02.png 16x16"):
+        MultiAnnotatorDataset.from_folders(imgs, masks)
+    write_pngs(tmp_path, n=3)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(imgs / "case02.png")
+    for r in "abc":
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / f"case02_{r}.png")
+    with pytest.raises(ValueError, match="all images must have the same size"):
+        MultiAnnotatorDataset.from_folders(imgs, masks)
+
+
+def test_a_model_trains_on_pngs_read_from_folders(tmp_path):
+    """From PNG files on disk to a trained model: the loss falls far below its start."""
+    write_pngs(tmp_path, n=8)
+    ds = MultiAnnotatorDataset.from_folders(tmp_path / "images", tmp_path / "masks")
+    torch.manual_seed(0)
+    model = ProbabilisticUNet(channels=(8, 16), convs_per_block=1, latent_dim=2, fcomb_channels=8)
+    history = fit(model, ds, steps=150, batch_size=4, lr=3e-3, device="cpu", progress=False)
+    start, end = np.mean(history["recon"][:10]), np.mean(history["recon"][-10:])
+    assert end < 0.25 * start, (start, end)
+    # the trained model finds the square: its samples overlap the middle rater's mask
+    masks = model.sample(ds.images, n=4).argmax(2)
+    iou = ((masks == 1) & (ds.annotations[:, None, 1] == 1)).sum() / ((masks == 1) | (ds.annotations[:, None, 1] == 1)).sum()
+    assert iou > 0.5
+
+
+def test_pad_to_multiple():
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    p = pad_to_multiple(x, 4)
+    assert p.shape == (2, 3, 8, 8) and torch.equal(p[..., :5, :6], x) and p[..., 5:, :].abs().sum() == 0
+    m = torch.ones(2, 7, 9, dtype=torch.uint8)
+    pm = pad_to_multiple(m, 4)
+    assert pm.shape == (2, 8, 12) and pm.dtype == torch.uint8 and pm.sum() == 2 * 7 * 9
+    assert pad_to_multiple(x, 1) is x
+    assert pad_to_multiple(torch.zeros(5, 6), 4, value=-1).min() == -1
+    # padded images pass the model's size check, which the originals do not
+    model = UNet(channels=(4, 8, 16), convs_per_block=1)
+    with pytest.raises(ValueError, match="multiples of 2\\*\\*\\(levels-1\\) = 4"):
+        model(torch.zeros(1, 1, 5, 6))
+    assert model(pad_to_multiple(torch.zeros(1, 1, 5, 6), 4)).shape == (1, 2, 8, 8)
+    for bad in (0, 2.0, -4):
+        with pytest.raises(ValueError, match="multiple must be a positive int"):
+            pad_to_multiple(x, bad)
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        pad_to_multiple(torch.zeros(4), 4)
+
+
+@pytest.mark.parametrize("make", [lambda: ProbabilisticUNet(channels=(4, 8)), lambda: UNet(channels=(4, 8))])
+def test_uint8_images_get_a_value_error(make):
+    model = make()
+    x = torch.randint(0, 255, (2, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="images must be float, got dtype torch.uint8.*/ 255"):
+        model.sample(x) if isinstance(model, ProbabilisticUNet) else model(x)
+    if isinstance(model, ProbabilisticUNet):
+        with pytest.raises(ValueError, match="images must be float"):
+            model.elbo(x, torch.zeros(2, 8, 8, dtype=torch.long))

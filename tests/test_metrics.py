@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probunet import metrics
-from probunet.data import generate_toy, modes_of
+from probunet.toy import generate_toy, modes_of, summarize
 
 # 1x2 images: E empty, A = left pixel, B = right pixel; every distance between them is 0 or 1
 E, A, B = np.array([[0, 0]]), np.array([[1, 0]]), np.array([[0, 1]])
@@ -229,7 +229,7 @@ X = np.zeros((2, 3, 4, 4), np.uint8)
     (lambda: metrics.calibration_error([0.5], [0.5, 0.5]), "different shapes"),
     (lambda: metrics.calibration_curve([0.5], [0.5], bins=0), "bins"),
     (lambda: metrics.object_frequencies(X, X), "empty object"),
-    (lambda: metrics.summarize(X, X, X.astype(bool), np.full((2, 2), 0.5)), r"probs must have shape \(N, K\)"),
+    (lambda: summarize(X, X, X.astype(bool), np.full((2, 2), 0.5)), r"probs must have shape \(N, K\)"),
 ])
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
@@ -243,8 +243,8 @@ def test_bad_input_raises(call, match):
 def test_summarize_samples_from_the_true_law():
     data = generate_toy(500)
     objects, probs = data["objects"], data["probs"].astype(np.float64)
-    out = metrics.summarize(draw_from_law(objects, probs, 100, seed=0), data["annotations"], objects, probs)
-    assert set(out) == {"ged_unbiased", "ged_biased", "ged_exact", "hm_iou", "diversity", "true_diversity", "mode_tv",
+    out = summarize(draw_from_law(objects, probs, 100, seed=0), data["annotations"], objects, probs)
+    assert set(out) == {"ged_unbiased", "ged_biased", "ged_exact", "hm_iou", "diversity", "annotator_diversity", "true_diversity", "mode_tv",
                         "mode_tv_per_image", "other_fraction", "calibration_error", "mode_freq_pred", "mode_freq_true"}
     assert all(isinstance(v, float) and math.isfinite(v) for k, v in out.items() if not k.startswith("mode_freq"))
     assert abs(out["ged_exact"]) < 0.005  # measured |.| <= 0.0004 over 4 seeds
@@ -263,11 +263,82 @@ def test_summarize_samples_from_the_true_law():
 def test_summarize_sees_a_wrong_model():
     data = generate_toy(100, seed=1)
     objects, probs = data["objects"], data["probs"].astype(np.float64)
-    wrong = metrics.summarize(draw_from_law(objects, 1 - probs, 50, seed=0), data["annotations"], objects, probs)
-    right = metrics.summarize(draw_from_law(objects, probs, 50, seed=0), data["annotations"], objects, probs)
+    wrong = summarize(draw_from_law(objects, 1 - probs, 50, seed=0), data["annotations"], objects, probs)
+    right = summarize(draw_from_law(objects, probs, 50, seed=0), data["annotations"], objects, probs)
     assert wrong["calibration_error"] > 0.2 > right["calibration_error"]
     assert wrong["ged_exact"] > 0.05 > right["ged_exact"]
     assert wrong["mode_tv"] > 0.05 > right["mode_tv"]
     assert wrong["mode_tv_per_image"] > right["mode_tv_per_image"] + 0.1
-    one_rater = metrics.summarize(draw_from_law(objects, probs, 50, seed=0), data["annotations"][:, :1], objects, probs)
+    one_rater = summarize(draw_from_law(objects, probs, 50, seed=0), data["annotations"][:, :1], objects, probs)
     assert math.isnan(one_rater["ged_unbiased"]) and math.isfinite(one_rater["ged_biased"])
+
+
+# -----------------------------------------------------------------------------
+# several classes: d = 1 - mean IoU over the foreground classes present in either mask
+
+
+def multi_class_example():
+    """One image of 2x2 pixels, classes 0, 1, 2: two samples and two annotations."""
+    s = torch.tensor([[[[1, 1], [0, 0]], [[2, 2], [0, 0]]]])
+    y = torch.tensor([[[[1, 0], [0, 0]], [[2, 2], [2, 0]]]])
+    return s, y
+
+
+def test_multi_class_ged_matches_a_hand_computation():
+    s, y = multi_class_example()
+    # d(s1,y1): class 1 IoU 1/2 (class 2 in neither) -> 1/2;  d(s1,y2), d(s2,y1): each class in one mask only -> 1;
+    # d(s2,y2): class 2 IoU 2/3 -> 1/3;  d(s1,s2) = d(y1,y2) = 1.  Cross mean = (1/2 + 1 + 1 + 1/3) / 4 = 17/24.
+    assert metrics.pairwise_iou(s, y)[0].flatten().tolist() == pytest.approx([0.5, 0.0, 0.0, 2 / 3])
+    assert metrics.ged(s, y, unbiased=False).item() == pytest.approx(2 * 17 / 24 - 2 / 4 - 2 / 4)  # 5/12
+    assert metrics.ged(s, y).item() == pytest.approx(2 * 17 / 24 - 1 - 1)  # -7/12
+    assert metrics.hungarian_iou(s, y).item() == pytest.approx((0.5 + 2 / 3) / 2)
+    assert metrics.diversity(s).item() == pytest.approx(1.0)
+    assert metrics.iou(s[0, 0], y[0, 0]).item() == pytest.approx(0.5)
+    # merging the classes, as binary metrics did, gives another answer: d(s1, y2) = 1/3, d(s1, s2) = 0
+    assert metrics.ged(s != 0, y != 0, unbiased=False).item() == pytest.approx(2 * (0.5 + 1 / 3) / 2 - 0 - (2 / 3) / 2)
+
+
+def test_one_class_against_another_is_as_far_as_can_be():
+    square = torch.zeros(3, 4, 8, 8, dtype=torch.long)
+    square[..., 2:6, 2:6] = 1
+    assert metrics.ged(square, 2 * square, unbiased=False).mean().item() == pytest.approx(2.0)  # binarised: 0.0
+    assert metrics.ged(square, square, unbiased=False).mean().item() == pytest.approx(0.0)
+
+
+def test_annotation_scores_in_total_and_per_class():
+    s, y = multi_class_example()
+    out = metrics.annotation_scores(s, y)
+    assert out["ged_biased"] == pytest.approx(5 / 12) and out["ged_unbiased"] == pytest.approx(-7 / 12)
+    assert out["hm_iou"] == pytest.approx(7 / 12) and out["annotator_diversity"] == pytest.approx(1.0)
+    assert set(out["per_class"]) == {1, 2}
+    # class 1 alone: s = ({0,1}, {}), y = ({0}, {}): d = 1/2, 1, 1, 0 (both empty); within-set d = 1
+    assert out["per_class"][1]["ged_biased"] == pytest.approx(2 * 2.5 / 4 - 0.5 - 0.5)
+    # class 2 alone: s = ({}, {0,1}), y = ({}, {0,1,2}): d = 0, 1, 1, 1/3
+    assert out["per_class"][2]["ged_biased"] == pytest.approx(2 * (1 + 1 + 1 / 3) / 4 - 0.5 - 0.5)
+    assert "per_class" not in metrics.annotation_scores(s != 0, y != 0)
+    assert set(metrics.annotation_scores(s, y, num_classes=4)["per_class"]) == {1, 2, 3}
+    with pytest.raises(ValueError, match="labels must be < num_classes = 2"):
+        metrics.annotation_scores(s, y, num_classes=2)
+    one = metrics.annotation_scores(s[:, :1], y)  # one sample: no unbiased GED, no diversity
+    assert math.isnan(one["ged_unbiased"]) and math.isnan(one["diversity"]) and math.isfinite(one["ged_biased"])
+
+
+def test_binary_only_metrics_refuse_several_classes():
+    s, y = multi_class_example()
+    objects = torch.ones(1, 1, 2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="object_frequencies handles binary masks only.*labels up to 2.*masks == c"):
+        metrics.object_frequencies(s, objects)
+    with pytest.raises(ValueError, match="summarize handles binary masks only"):
+        summarize(s, y, objects, torch.full((1, 1), 0.5))
+    with pytest.raises(ValueError, match="summarize handles binary masks only.*annotations"):
+        summarize(s != 0, y, objects, torch.full((1, 1), 0.5))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.full((1, 2, 2, 2), 0.5), "class indices \\(whole numbers\\), got fractional values such as 0.5"),
+    (-torch.ones(1, 2, 2, 2, dtype=torch.long), "class indices >= 0, got -1"),
+])
+def test_masks_must_hold_class_indices(bad, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.ged(bad, torch.ones(1, 2, 2, 2))
+    assert metrics.ged(torch.ones(1, 2, 2, 2, dtype=torch.float32), torch.ones(1, 2, 2, 2)).item() == 0.0

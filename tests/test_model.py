@@ -411,3 +411,76 @@ def test_works_on_cuda():
         assert all(v.is_cuda and torch.isfinite(v) for v in terms.values())
     terms["total"].backward()
     assert unet.sample(x, 2).is_cuda and unet.loss(x, y)["total"].is_cuda
+
+
+# -----------------------------------------------------------------------------
+# fcomb's split first convolution, chunked sampling, forward
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
+def test_fcomb_equals_the_reference_tile_and_concatenate(layers):
+    """W [f; tile(z)] + b, then the rest: the split form gives the same logits."""
+    model = make(latent_dim=3, fcomb_layers=layers, num_classes=3)
+    x, _ = batch(2)
+    z = torch.randn(2, 3)
+    features = model.unet(x)
+    tiled = z[:, :, None, None].expand(-1, -1, *features.shape[-2:])
+    h = torch.cat([features, tiled], 1)
+    reference = (model.fcomb.body(h) if layers else h)
+    reference = model.fcomb.logits(reference)
+    torch.testing.assert_close(model.decode(x, z), reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_chunked_sampling_gives_the_same_logits(chunk):
+    model = make()
+    x, _ = batch(2)
+    z = torch.randn(2, 7, model.latent_dim)
+    features = model.unet(x)
+    whole = model.fcomb(features, z, chunk=7)
+    torch.testing.assert_close(model.fcomb(features, z, chunk=chunk), whole)
+    torch.testing.assert_close(whole[:, 4], model.fcomb(features, z[:, 4]), rtol=1e-5, atol=1e-6)
+
+
+def test_default_chunk_bounds_the_activations(monkeypatch):
+    """With a budget of one image's activations, samples are decoded one batch row at a time."""
+    import probunet.model as model_module
+
+    model = make()
+    x, _ = batch(2)
+    z = torch.randn(2, 5, model.latent_dim)
+    full = model.decode(x, z)
+    sizes = []
+    original = model.fcomb._rest
+    monkeypatch.setattr(model.fcomb, "_rest", lambda h: sizes.append(h.shape[0]) or original(h))
+    monkeypatch.setattr(model_module, "SAMPLE_CHUNK_ELEMENTS", 2 * 8 * 16 * 16)  # B * C1 * H * W: one sample each
+    torch.testing.assert_close(model.decode(x, z), full)
+    assert sizes == [2] * 5  # B * chunk samples per pass, never B * n
+
+
+def test_forward_is_the_elbo_with_masks_and_samples_without():
+    model = make()
+    x, y = batch(3)
+    torch.manual_seed(2)
+    terms = model(x, y, beta=0.5)
+    torch.manual_seed(2)
+    expected = model.elbo(x, y, beta=0.5)
+    assert set(terms) == {"total", "recon", "kl"}
+    for k in terms:
+        torch.testing.assert_close(terms[k], expected[k])
+    torch.manual_seed(3)
+    s = model(x, n=4)
+    torch.manual_seed(3)
+    torch.testing.assert_close(s, model.sample(x, 4))
+    assert s.shape == (3, 4, 2, 16, 16)
+
+
+def test_elbo_terms_stay_float32_under_bf16_autocast():
+    model = make().train()
+    x, y = batch(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = model.elbo(x, y)
+        q = model.posterior_dist(x, y)
+    assert all(t.dtype == torch.float32 for t in terms.values())
+    assert q.mu.dtype == q.log_sigma.dtype == torch.float32
+    assert torch.isfinite(terms["total"])

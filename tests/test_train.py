@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probunet import train
-from probunet.data import ToyAmbiguousDataset, load_split
+from probunet.toy import ToyAmbiguousDataset, load_split
 from probunet.evaluate import sample_masks
 from probunet.model import ProbabilisticUNet
 from probunet.train import load_checkpoint, load_model, lr_at, resolve_device, save_checkpoint
@@ -112,7 +112,7 @@ def test_beta_for_a_model_without_a_kl_term_warns(small_ds):
 def test_non_finite_loss_stops_training(small_ds, monkeypatch):
     model = unet()
     monkeypatch.setattr(model, "loss", lambda x, y: {"total": torch.tensor(float("nan"), requires_grad=True)})
-    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+    with pytest.raises(FloatingPointError, match="loss became nan by step 1"):
         fit(model, small_ds, steps=3, batch_size=8, progress=False)
 
 
@@ -306,6 +306,15 @@ def test_fit_rejects_bad_arguments(small_ds):
         (dict(steps=5, batch_size=0), "batch_size"),
         (dict(epochs=0), "at least one training step"),
         (dict(steps=5, lr_schedule="linear"), "unknown lr schedule"),
+        (dict(steps=5, checkpoint_every=0), "checkpoint_every must be a positive number of steps, got 0"),
+        (dict(steps=5, checkpoint_every=-10), "checkpoint_every must be a positive"),
+        (dict(steps=5, log_every=0), "log_every must be a positive"),
+        (dict(steps=5, val_every=0), "val_every must be a positive"),
+        (dict(steps=5, clip_grad_norm=0.0), "clip_grad_norm > 0"),
+        (dict(steps=5, beta_warmup=-1), "beta_warmup and num_workers must be >= 0"),
+        (dict(steps=5, amp="fp16"), r"\(on CUDA\) 'fp16', got 'fp16' on cpu"),
+        (dict(steps=5, amp="fp8"), "amp must be None, 'bf16'"),
+        (dict(steps=5, val_dataset=torch.utils.data.TensorDataset(torch.zeros(4))), "val_dataset needs .images"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -393,6 +402,103 @@ def test_sample_masks(small_ds):
 
 
 # -----------------------------------------------------------------------------
+# options for larger data: workers, validation, clipping, KL warm-up, mixed precision, sparse logging
+
+
+def test_log_every_averages_windows_and_keeps_the_last_step(small_ds):
+    every = fit(prob_unet(), small_ds, steps=10, batch_size=8, progress=False)
+    sparse = fit(prob_unet(), small_ds, steps=10, batch_size=8, log_every=4, progress=False)
+    assert sparse["step"] == [4, 8, 10] and sparse["lr"] == [every["lr"][i] for i in (3, 7, 9)]
+    for k in ("total", "recon", "kl"):  # the same run, logged as means over steps 1-4, 5-8, 9-10
+        want = [np.mean(every[k][0:4]), np.mean(every[k][4:8]), np.mean(every[k][8:10])]
+        assert sparse[k] == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
+def test_a_non_finite_loss_is_caught_at_the_next_log(small_ds, monkeypatch):
+    model = unet()
+    calls = []
+
+    def loss(x, y):
+        calls.append(1)
+        value = float("nan") if len(calls) == 3 else 1.0
+        return {"total": torch.tensor(value, requires_grad=True)}
+    monkeypatch.setattr(model, "loss", loss)
+    with pytest.raises(FloatingPointError, match="loss became nan by step 5"):
+        fit(model, small_ds, steps=10, batch_size=8, log_every=5, progress=False)
+
+
+def test_beta_warmup_ramps_the_kl_weight(small_ds, monkeypatch):
+    model = prob_unet()
+    betas = []
+    original = model.loss
+    monkeypatch.setattr(model, "loss", lambda x, y, **kw: betas.append(kw["beta"]) or original(x, y, **kw))
+    fit(model, small_ds, steps=6, batch_size=8, beta=2.0, beta_warmup=4, progress=False)
+    assert betas == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0, 2.0])
+
+
+def test_clip_grad_norm_bounds_the_step_gradients(small_ds, monkeypatch):
+    norms = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad.norm() for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack(grads)).item())
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    fit(prob_unet(), small_ds, steps=5, batch_size=8, clip_grad_norm=0.5, progress=False)
+    assert len(norms) == 5 and max(norms) <= 0.5 + 1e-5
+    norms.clear()
+    fit(prob_unet(), small_ds, steps=5, batch_size=8, progress=False)
+    assert min(norms) > 0.5  # without clipping the same steps' gradients are larger: the bound did something
+
+
+def test_bf16_autocast_trains_on_the_cpu(small_ds):
+    hist = fit(prob_unet(), small_ds, steps=30, batch_size=8, lr=3e-3, amp="bf16", progress=False)
+    full = fit(prob_unet(), small_ds, steps=30, batch_size=8, lr=3e-3, progress=False)
+    assert np.isfinite(hist["total"]).all()
+    assert hist["total"][0] == pytest.approx(full["total"][0], rel=0.02)  # same model, same batch: bf16 rounding only
+    assert np.mean(hist["recon"][-5:]) < 0.8 * np.mean(hist["recon"][:5])
+
+
+def test_worker_processes_give_reproducible_runs(small_ds):
+    runs = [fit(prob_unet(), small_ds, steps=6, batch_size=8, num_workers=2, pin_memory=True, progress=False)
+            for _ in range(2)]
+    assert runs[0]["total"] == runs[1]["total"] and np.isfinite(runs[0]["total"]).all()
+    other = fit(prob_unet(), small_ds, steps=6, batch_size=8, num_workers=2, seed=1, progress=False)
+    assert other["total"] != runs[0]["total"]
+
+
+def test_validation_keeps_the_best_checkpoint(small_ds, tmp_path):
+    val = ToyAmbiguousDataset(arrays={k: v[:6] for k, v in load_split("test").items()})
+    path = tmp_path / "run.pt"
+    model = prob_unet()
+    hist = fit(model, small_ds, steps=12, batch_size=8, lr=3e-3, checkpoint=path, val_dataset=val, val_every=4,
+               val_samples=4, progress=False)
+    assert hist["val_step"] == [4, 8, 12] and len(hist["val_ged"]) == len(hist["val_hm_iou"]) == 3
+    assert all(np.isfinite(hist["val_ged"])) and all(0 <= v <= 1 for v in hist["val_hm_iou"])
+    best_step = hist["val_step"][int(np.argmin(hist["val_ged"]))]
+    best = load_checkpoint(tmp_path / "run_best.pt")
+    assert best["step"] == best_step and best["history"]["val_ged"][-1] == min(hist["val_ged"])
+    assert isinstance(load_model(tmp_path / "run_best.pt", device="cpu"), ProbabilisticUNet)
+    # validation draws its samples from a forked RNG: training runs exactly as without it
+    plain = fit(prob_unet(), small_ds, steps=12, batch_size=8, lr=3e-3, progress=False)
+    assert plain["total"] == hist["total"]
+
+
+def test_load_model_rebuilds_the_toy_cvae(tmp_path):
+    from probunet.toy_cvae import ToyCVAE, toy_dataset
+
+    torch.manual_seed(0)
+    model = ToyCVAE(hidden=16)
+    fit(model, toy_dataset(64), steps=5, batch_size=16, checkpoint=tmp_path / "cvae.pt", progress=False)
+    loaded = load_model(tmp_path / "cvae.pt", device="cpu")
+    assert isinstance(loaded, ToyCVAE) and loaded.config == model.config
+    x = torch.linspace(0, 1, 5)[:, None]
+    torch.testing.assert_close(loaded.prior_dist(x).mu, model.prior_dist(x).mu)
+
+
+# -----------------------------------------------------------------------------
 # CUDA
 
 
@@ -418,3 +524,8 @@ def test_fit_and_sample_on_cuda(small_ds, tmp_path):
     assert next(resumed.parameters()).is_cuda and np.isfinite(hist["total"]).all()
     with pytest.raises(ValueError, match="other training settings"):
         fit(prob_unet(seed=3), small_ds, resume=True, **(settings | {"steps": 12}))
+    # the options for LIDC-sized data: workers, pinned memory, both kinds of autocast, clipping, sparse logs
+    for amp in ("bf16", "fp16"):
+        hist = fit(prob_unet(), small_ds, steps=8, batch_size=8, device="cuda", amp=amp, clip_grad_norm=1.0,
+                   num_workers=2, pin_memory=True, log_every=4, progress=False)
+        assert hist["step"] == [4, 8] and np.isfinite(hist["total"]).all(), amp

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from probunet.data import CONTRAST_RANGE, contrast_to_prob, generate_toy, modes_of  # noqa: E402
+from probunet.toy.shapes import CONTRAST_RANGE, contrast_to_prob, generate_toy, modes_of  # noqa: E402
 from probunet.viz import gaussian_ellipses, law_plot, toy_examples  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from probunet.data import generate_toy, modes_of  # noqa: E402
+from probunet.toy import generate_toy, modes_of  # noqa: E402
 from probunet.train import lr_at  # noqa: E402
 from probunet.viz import lr_schedule_plot, marginal_grid, unet_diagram  # noqa: E402
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 torch.set_num_threads(1)
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset
-from probunet.evaluate import evaluate
+from probunet.toy import evaluate
 from probunet.latent import GaussianEncoder, DiagonalGaussian, kl_divergence, posterior_input
 from probunet.unet import conv_block, init_weights
 from probunet.train import fit, seed_everything
