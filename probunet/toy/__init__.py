@@ -10,7 +10,9 @@ rater law, so that samples can be scored against the true distribution:
 - ``truth``: :func:`evaluate` and :func:`summarize`, the generic scores plus mode
   frequencies, exact GED and calibration against the truth.
 """
+from .lesions import generate_lesions, lesion_modes, lesion_path, load_lesions
 from .shapes import ToyAmbiguousDataset, contrast_to_prob, generate_toy, load_split, modes_of
 from .truth import evaluate, summarize
 
-__all__ = ["ToyAmbiguousDataset", "contrast_to_prob", "evaluate", "generate_toy", "load_split", "modes_of", "summarize"]
+__all__ = ["ToyAmbiguousDataset", "contrast_to_prob", "evaluate", "generate_lesions", "generate_toy", "lesion_modes",
+           "lesion_path", "load_lesions", "load_split", "modes_of", "summarize"]
