@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .shapes import read_split
+
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # the repository's data/ folder
 LESION_SPLITS = {"train": {"n": 600, "seed": 2020}, "val": {"n": 100, "seed": 2021}, "test": {"n": 200, "seed": 2022}}
 LESION_ARRAYS = ("images", "lesions", "contrast", "p_present", "marked", "offsets", "annotations")
@@ -159,13 +161,7 @@ def generate_lesion_split(split: str) -> dict[str, np.ndarray]:
 
 def load_lesions(split: str, root: str | Path | None = None) -> dict[str, np.ndarray]:
     """Load ``data/lesions_{split}.npz``, checking its arrays; regenerate it (bit for bit) if absent."""
-    path = lesion_path(split, root)
-    if not path.exists():
-        return generate_lesion_split(split)
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    validate_lesions(arrays)
-    return arrays
+    return read_split(lesion_path(split, root), lambda: generate_lesion_split(split), validate_lesions)
 
 
 def save_lesions(arrays: dict[str, np.ndarray], path: str | Path) -> None:

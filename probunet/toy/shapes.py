@@ -14,6 +14,7 @@ of ``m`` is set; objects are ordered left to right.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -136,15 +137,21 @@ def generate_split(split: str) -> dict[str, np.ndarray]:
     return generate_toy(SPLITS[split]["n"], seed=SPLITS[split]["seed"])
 
 
-def load_split(split: str, root: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Load ``data/toy_{split}.npz``, checking its arrays; regenerate it (bit for bit) if absent."""
-    path = split_path(split, root)
+def read_split(path: Path, generate: Callable[[], dict[str, np.ndarray]],
+               validate: Callable[[dict[str, np.ndarray]], None]) -> dict[str, np.ndarray]:
+    """The arrays stored at ``path``, checked by ``validate``; ``generate()`` when the file is absent
+    (e.g. after a pip install, which ships no ``data/``): the generators make the same arrays bit for bit."""
     if not path.exists():
-        return generate_split(split)
+        return generate()
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
-    validate_arrays(arrays)
+    validate(arrays)
     return arrays
+
+
+def load_split(split: str, root: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Load ``data/toy_{split}.npz``, checking its arrays; regenerate it (bit for bit) if absent."""
+    return read_split(split_path(split, root), lambda: generate_split(split), validate_arrays)
 
 
 def save_split(arrays: dict[str, np.ndarray], path: str | Path) -> None:
