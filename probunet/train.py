@@ -109,6 +109,7 @@ class _Forever:
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+NEW_SETTING_DEFAULTS = dict(beta_warmup=0, clip_grad_norm=None, amp=None, log_every=1)
 
 
 def _validate(model: torch.nn.Module, dataset, n: int, batch_size: int, seed: int) -> dict[str, float]:
@@ -180,7 +181,7 @@ def fit(model: torch.nn.Module, dataset: Dataset, *, steps: int | None = None, e
                   loss_kwargs=dict(loss_kwargs or {}), weight_decay=weight_decay, seed=seed)
     # settings added later are stored only when used, so older checkpoints still resume
     config |= {k: v for k, v in dict(beta_warmup=beta_warmup, clip_grad_norm=clip_grad_norm, amp=amp,
-                                     log_every=log_every).items() if v not in (0, None, 1)}
+                                     log_every=log_every).items() if v != NEW_SETTING_DEFAULTS[k]}
     if best_checkpoint is None and checkpoint is not None and val_dataset is not None:
         best_checkpoint = Path(checkpoint).with_name(Path(checkpoint).stem + "_best.pt")
     model.to(device).train()

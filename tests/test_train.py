@@ -529,3 +529,15 @@ def test_fit_and_sample_on_cuda(small_ds, tmp_path):
         hist = fit(prob_unet(), small_ds, steps=8, batch_size=8, device="cuda", amp=amp, clip_grad_norm=1.0,
                    num_workers=2, pin_memory=True, log_every=4, progress=False)
         assert hist["step"] == [4, 8] and np.isfinite(hist["total"]).all(), amp
+
+
+def test_resume_sees_the_new_settings(small_ds, tmp_path):
+    """clip_grad_norm=1.0 or amp are training settings too: a checkpoint remembers them."""
+    path = tmp_path / "c.pt"
+    fit(prob_unet(), small_ds, steps=4, batch_size=8, clip_grad_norm=1.0, max_seconds=0, checkpoint=path, progress=False)
+    assert load_checkpoint(path)["config"]["clip_grad_norm"] == 1.0
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        fit(prob_unet(), small_ds, steps=4, batch_size=8, checkpoint=path, resume=True, progress=False)
+    hist = fit(prob_unet(), small_ds, steps=4, batch_size=8, clip_grad_norm=1.0, checkpoint=path, resume=True,
+               progress=False)
+    assert hist["step"] == [1, 2, 3, 4]

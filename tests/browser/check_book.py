@@ -296,8 +296,8 @@ def _network(entries, base: str) -> list[str]:
                 problems.append(f"HTTP {status}: {_short(p['response']['url'], base)}")
         elif method == "Network.loadingFailed":
             url = reqs.get(p["requestId"])
-            if url is None:  # no request of the page's: the browser's own (seen on a fresh profile)
-                continue
+            if url is None or url.startswith(("chrome://", "chrome-untrusted://")):
+                continue  # the browser's own requests (its new-tab page, seen on a fresh profile), not the book's
             if url in http_failed:  # already reported with its HTTP status
                 continue
             problems.append(f"request failed ({p.get('errorText', '?')}): {_short(url, base)}")
