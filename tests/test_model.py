@@ -484,3 +484,31 @@ def test_elbo_terms_stay_float32_under_bf16_autocast():
     assert all(t.dtype == torch.float32 for t in terms.values())
     assert q.mu.dtype == q.log_sigma.dtype == torch.float32
     assert torch.isfinite(terms["total"])
+
+
+def test_wrappers_that_call_forward_train_the_model():
+    """torch.compile (here its tracing, backend="eager") and DistributedDataParallel (one CPU process) call forward."""
+    import socket
+
+    import torch.distributed as dist
+
+    model = make().train()
+    x, y = batch(2)
+    torch.manual_seed(4)
+    expected = model(x, y)["total"]
+    compiled = torch.compile(model, backend="eager")
+    torch.manual_seed(4)
+    torch.testing.assert_close(compiled(x, y)["total"], expected)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        torch.manual_seed(4)
+        total = ddp(x, y)["total"]
+        total.backward()
+        torch.testing.assert_close(total, expected)
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        dist.destroy_process_group()

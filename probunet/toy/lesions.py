@@ -47,7 +47,7 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def offset_mask(lesion: np.ndarray, k: int) -> np.ndarray:
-    """The lesion (H, W) bool grown (k > 0) or shrunk (k < 0) by |k| pixels with a round structuring element."""
+    """The lesion (H, W) bool grown (k > 0) or shrunk (k < 0) by abs(k) pixels with a round structuring element."""
     if k == 0:
         return lesion.copy()
     op = ndimage.binary_dilation if k > 0 else ndimage.binary_erosion
