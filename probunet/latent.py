@@ -2,7 +2,8 @@
 
 Each is a copy of the U-Net's encoder whose last feature map is averaged over
 space and mapped by a 1x1 convolution to the mean and log standard deviation of
-a diagonal Gaussian over the latent z in R^latent_dim.
+a diagonal Gaussian over the latent z in R^latent_dim. ``MixtureEncoder`` maps it
+to a mixture of M such Gaussians instead (the option ``prior_components`` of the model).
 """
 from __future__ import annotations
 
@@ -37,6 +38,36 @@ class DiagonalGaussian:
         return (-0.5 * ((z - self.mu) / self.sigma) ** 2 - self.log_sigma - 0.5 * torch.log(torch.tensor(2 * torch.pi))).sum(-1)
 
 
+class GaussianMixture:
+    """A batch of mixtures of M diagonal Gaussians: ``mu``, ``log_sigma`` (B, M, D), ``log_weights`` (B, M).
+
+    Bhat et al. (2022, "Generalized Probabilistic U-Net") use such a prior: the posteriors of one
+    image's annotations form separate clusters, which one Gaussian prior can only cover by
+    spreading mass between them.
+    """
+
+    def __init__(self, mu: torch.Tensor, log_sigma: torch.Tensor, log_weights: torch.Tensor):
+        self.mu, self.log_sigma, self.log_weights = mu, log_sigma, log_weights
+
+    def rsample(self, n: int | None = None) -> torch.Tensor:
+        """z (B, D), or (B, n, D) when n is given: a component drawn by weight, then its Gaussian.
+
+        Reparameterised within the component only; nothing here trains through it (the KL is
+        evaluated at posterior samples).
+        """
+        b, m, d = self.mu.shape
+        component = torch.multinomial(self.log_weights.exp(), 1 if n is None else n, replacement=True)  # (B, n)
+        index = component[..., None].expand(-1, -1, d)
+        z = self.mu.gather(1, index) + self.log_sigma.exp().gather(1, index) * torch.randn(
+            b, index.shape[1], d, device=self.mu.device, dtype=self.mu.dtype)
+        return z[:, 0] if n is None else z
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log density of z (B, D): (B,), by log-sum-exp over the components."""
+        per_component = DiagonalGaussian(self.mu, self.log_sigma).log_prob(z[:, None])  # (B, M)
+        return torch.logsumexp(self.log_weights + per_component, dim=1)
+
+
 def kl_divergence(q: DiagonalGaussian, p: DiagonalGaussian) -> torch.Tensor:
     """Closed-form KL(q || p) between diagonal Gaussians, summed over latent dims: (B,).
 
@@ -65,6 +96,24 @@ class GaussianEncoder(nn.Module):
         # float32 even under mixed-precision autocast: exp(log sigma) and the KL overflow in fp16
         mu, log_sigma = self.to_params(h).flatten(1).float().chunk(2, dim=1)
         return DiagonalGaussian(mu, log_sigma.clamp(*LOG_SIGMA_RANGE))
+
+
+class MixtureEncoder(nn.Module):
+    """Encoder -> spatial mean -> 1x1 convs -> GaussianMixture of ``components`` Gaussians over z (B, latent_dim)."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...], convs_per_block: int, latent_dim: int,
+                 components: int):
+        super().__init__()
+        self.encoder = Encoder(in_channels, channels, convs_per_block)
+        self.to_params = nn.Conv2d(channels[-1], 2 * latent_dim * components, 1)
+        self.to_weights = nn.Conv2d(channels[-1], components, 1)
+        self.latent_dim, self.components = latent_dim, components
+
+    def forward(self, x: torch.Tensor) -> GaussianMixture:
+        h = self.encoder(x)[-1].mean(dim=(2, 3), keepdim=True)
+        mu, log_sigma = self.to_params(h).flatten(1).float().unflatten(1, (self.components, 2 * self.latent_dim)).chunk(2, dim=2)
+        log_weights = torch.log_softmax(self.to_weights(h).flatten(1).float(), dim=1)
+        return GaussianMixture(mu, log_sigma.clamp(*LOG_SIGMA_RANGE), log_weights)
 
 
 def posterior_input(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ rater law, so that samples can be scored against the true distribution:
 """
 from .lesions import generate_lesions, lesion_modes, lesion_path, load_lesions
 from .shapes import ToyAmbiguousDataset, contrast_to_prob, generate_toy, load_split, modes_of
-from .truth import evaluate, summarize
+from .truth import evaluate, sample_truth, summarize
 
 __all__ = ["ToyAmbiguousDataset", "contrast_to_prob", "evaluate", "generate_lesions", "generate_toy", "lesion_modes",
-           "lesion_path", "load_lesions", "load_split", "modes_of", "summarize"]
+           "lesion_path", "load_lesions", "load_split", "modes_of", "sample_truth", "summarize"]

@@ -57,6 +57,19 @@ def summarize(samples: Array, annotations: Array, objects: Array, probs: Array, 
     }
 
 
+def sample_truth(objects: Array, probs: Array, n: int, seed: int = 0) -> torch.Tensor:
+    """n masks per image drawn from the true law itself: uint8 (N, n, H, W) from objects (N, J, H, W), probs (N, J).
+
+    Each object is marked independently with its probability, as the toy raters do. Scored like a
+    model's samples, they give the floor that n samples of a perfect model reach.
+    """
+    o, p = _binary(_masks(objects, "objects"), "objects", "sample_truth").bool(), _unit_interval(probs, "probs")
+    if n < 1:
+        raise ValueError(f"number of samples n must be >= 1, got {n}")
+    marks = torch.rand(o.shape[0], n, o.shape[1], generator=torch.Generator().manual_seed(seed)) < p[:, None].float()
+    return (o[:, None] & marks[..., None, None]).any(2).to(torch.uint8)
+
+
 def evaluate(model: torch.nn.Module, dataset: ToyAmbiguousDataset, n: int = 100, batch_size: int = 50) -> dict:
     """Sample n masks per image of a toy dataset and return :func:`summarize` of them."""
     samples = sample_masks(model, dataset.images, n, batch_size)
