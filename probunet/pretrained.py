@@ -1,6 +1,6 @@
 """Weights shipped with the package, so the book's experiments need no download and no long training.
 
-``python benchmarks/toy.py --export-weights`` makes them; ``load_pretrained`` reads them on any device.
+``python benchmarks/toy.py --export ...`` and ``benchmarks/beta_latent.py`` make them; ``load_pretrained`` reads them on any device.
 """
 from __future__ import annotations
 

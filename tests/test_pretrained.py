@@ -1,10 +1,12 @@
+import json
+
 import pytest
 import torch
 
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset, UNet
 from probunet.evaluate import sample_masks
 from probunet.metrics import ged_exact
-from probunet.pretrained import available, load_pretrained, save_weights
+from probunet.pretrained import WEIGHTS_DIR, available, load_pretrained, save_weights
 
 torch.set_num_threads(1)
 
@@ -51,3 +53,20 @@ def test_shipped_variants_differ_only_in_beta_or_latent_size():
         assert name == f"variant_beta{beta:g}_d{model.latent_dim}"
         assert {k: v for k, v in model.config.items() if k != "latent_dim"} == \
                {k: v for k, v in default.items() if k != "latent_dim"}
+
+
+def test_shipped_recipe_variants_carry_their_options_and_benchmark_scores():
+    """The chapter on shortfalls reads these weights and the benchmark's JSON: they must agree."""
+    bench = json.loads((WEIGHTS_DIR / "toy_benchmark.json").read_text())
+    seed0 = {row["config"]: row for row in bench["rows"] if row["seed"] == 0}
+    options = {"coordinates": dict(coordinates=True), "mixture_prior": dict(prior_components=4),
+               "coordinates_mixture": dict(coordinates=True, prior_components=4),
+               "geco": dict(geco_target=pytest.approx(0.004))}
+    for config, expected in options.items():
+        model = load_pretrained(f"probunet_toy_{config}", device="cpu")
+        assert {k: model.config[k] for k in expected} == expected
+        assert model.info["recipe"]["steps"] == bench["steps"] == 10_000
+        assert model.info["test_scores"] == {k: seed0[config][k] for k in model.info["test_scores"]}
+    summary = {row["config"]: row for row in bench["summary"]}
+    assert set(summary) == set(options) | {"reference", "unet", "truth"}
+    assert all(row["seeds"] == [0, 1, 2] for row in summary.values())
