@@ -249,7 +249,7 @@ def _hungarian(iou_sy: torch.Tensor) -> torch.Tensor:
 def ged(samples: Array, annotations: Array, unbiased: bool = True) -> torch.Tensor:
     """Squared generalized energy distance per image, d = 1 - IoU.
 
-    D² = 2 E[d(S,Y)] - E[d(S,S')] - E[d(Y,Y')], samples (N, S, H, W),
+    D² = 2 E[d(s, y)] - E[d(s, s')] - E[d(y, y')] for samples s and annotations y; samples (N, S, H, W),
     annotations (N, R, H, W) -> float64 (N,). ``unbiased=True`` averages the
     within-set terms over distinct pairs only (needs S, R >= 2): an unbiased
     estimate of the true D², so it can be negative (identical sets give a
@@ -267,8 +267,8 @@ def ged(samples: Array, annotations: Array, unbiased: bool = True) -> torch.Tens
 def ged_exact(samples: Array, modes: Array, probs: Array) -> torch.Tensor:
     """Squared GED against a known truth: samples (N, S, H, W), modes (N, M, H, W), probs (N, M) -> (N,).
 
-    E[d(S,Y)] = mean_s sum_m p_m d(s, y_m) and E[d(Y,Y')] = sum_{m,m'} p_m p_m' d(y_m, y_m')
-    are exact; E[d(S,S')] is the unbiased mean over s != s' (needs S >= 2).
+    E[d(s, y)] = mean_s sum_m p_m d(s, y_m) and E[d(y, y')] = sum_{m,m'} p_m p_m' d(y_m, y_m')
+    are exact; E[d(s, s')] is the unbiased mean over s != s' (needs S >= 2).
     """
     s, m = _masks(samples, "samples"), _masks(modes, "modes")
     _same_images(s, m, "samples", "modes")
@@ -318,7 +318,7 @@ def _frequencies(assigned: torch.Tensor, num_modes: int) -> torch.Tensor:
 
 
 def _object_frequencies(s: torch.Tensor, o: torch.Tensor, coverage: float) -> torch.Tensor:
-    size = o.flatten(2).sum(-1).double()  # (N, K)
+    size = o.flatten(2).sum(-1).double()  # (N, J)
     if (size == 0).any():
         raise ValueError("objects contains an empty object mask; its coverage is undefined")
     return (_intersections(s, o) >= coverage * size[:, None, :]).double().mean(1)
@@ -343,7 +343,7 @@ def mode_frequencies(samples: Array, modes: Array, min_iou: float = 0.5) -> torc
 
 
 def object_frequencies(samples: Array, objects: Array, coverage: float = 0.5) -> torch.Tensor:
-    """Fraction of samples that mark each object: samples (N, S, H, W), objects (N, K, H, W) -> (N, K).
+    """Fraction of samples that mark each object: samples (N, S, H, W), objects (N, J, H, W) -> (N, J).
 
     A sample marks an object when it covers at least ``coverage`` of the object's pixels.
     """

@@ -229,7 +229,7 @@ X = np.zeros((2, 3, 4, 4), np.uint8)
     (lambda: metrics.calibration_error([0.5], [0.5, 0.5]), "different shapes"),
     (lambda: metrics.calibration_curve([0.5], [0.5], bins=0), "bins"),
     (lambda: metrics.object_frequencies(X, X), "empty object"),
-    (lambda: summarize(X, X, X.astype(bool), np.full((2, 2), 0.5)), r"probs must have shape \(N, K\)"),
+    (lambda: summarize(X, X, X.astype(bool), np.full((2, 2), 0.5)), r"probs must have shape \(N, J\)"),
 ])
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):

@@ -34,7 +34,7 @@ def contrast_to_prob(contrast: np.ndarray) -> np.ndarray:
 
 
 def _draw_shapes(rng: np.random.Generator, size: int, num_objects: int) -> np.ndarray:
-    """Non-overlapping discs/squares, ordered left to right: bool (K, H, W)."""
+    """Non-overlapping discs/squares, ordered left to right: bool (J, H, W)."""
     yy, xx = np.mgrid[0:size, 0:size]
     while True:
         radii = rng.uniform(0.1, 0.19, num_objects) * size
@@ -63,8 +63,8 @@ def generate_toy(n: int, size: int = 32, num_objects: int = 2, num_raters: int =
     Returns a dict of arrays::
 
         images      uint8 (N, H, W)        intensities, 0..255
-        objects     bool  (N, K, H, W)     the K objects' masks, left to right
-        probs       float32 (N, K)         probability that a rater marks object k
+        objects     bool  (N, J, H, W)     the J objects' masks, left to right
+        probs       float32 (N, J)         probability that a rater marks object j
         annotations uint8 (N, R, H, W)     R rater masks drawn from the true law (0/1)
 
     The same arguments give the same arrays, bit for bit.
@@ -92,15 +92,15 @@ def generate_toy(n: int, size: int = 32, num_objects: int = 2, num_raters: int =
 
 
 def modes_of(objects: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ``2**K`` modes of images with independent objects.
+    """All ``2**J`` modes of images with J independent objects.
 
-    objects: bool (..., K, H, W); probs: (..., K).
-    Returns masks uint8 (..., M, H, W) and probabilities float64 (..., M), M = 2**K;
+    objects: bool (..., J, H, W); probs: (..., J).
+    Returns masks uint8 (..., M, H, W) and probabilities float64 (..., M), M = 2**J;
     mode m marks object k iff bit k of m is set (mode 0 is the empty mask).
     """
     objects, probs = np.asarray(objects, bool), np.asarray(probs, np.float64)
     k = objects.shape[-3]
-    bits = (np.arange(2**k)[:, None] >> np.arange(k)[None]) & 1  # (M, K)
+    bits = (np.arange(2**k)[:, None] >> np.arange(k)[None]) & 1  # (M, J)
     masks = np.einsum("mk,...khw->...mhw", bits, objects.astype(np.uint8)).astype(np.uint8)
     p = probs[..., None, :]
     mode_probs = np.prod(np.where(bits == 1, p, 1 - p), axis=-1)
@@ -116,8 +116,8 @@ def validate_arrays(arrays: dict[str, np.ndarray]) -> None:
     n, h, w = im.shape if im.ndim == 3 else (None,) * 3
     checks = [
         (im.dtype == np.uint8 and im.ndim == 3, f"images must be uint8 (N, H, W), got {im.dtype} {im.shape}"),
-        (ob.dtype == bool and ob.shape[:1] + ob.shape[2:] == (n, h, w), f"objects must be bool (N, K, H, W), got {ob.dtype} {ob.shape}"),
-        (pr.shape == ob.shape[:2] and np.all((pr > 0) & (pr < 1)), f"probs must be (N, K) in (0, 1), got {pr.shape}"),
+        (ob.dtype == bool and ob.shape[:1] + ob.shape[2:] == (n, h, w), f"objects must be bool (N, J, H, W), got {ob.dtype} {ob.shape}"),
+        (pr.shape == ob.shape[:2] and np.all((pr > 0) & (pr < 1)), f"probs must be (N, J) in (0, 1), got {pr.shape}"),
         (an.dtype == np.uint8 and an.shape[:1] + an.shape[2:] == (n, h, w) and an.max(initial=0) <= 1, f"annotations must be uint8 0/1 (N, R, H, W), got {an.dtype} {an.shape}"),
     ]
     for ok, message in checks:

@@ -37,7 +37,7 @@ def summarize(samples: Array, annotations: Array, objects: Array, probs: Array, 
     _binary(y, "annotations", "summarize")
     p_obj = _unit_interval(probs, "probs")
     if tuple(p_obj.shape) != tuple(o.shape[:2]):
-        raise ValueError(f"probs must have shape (N, K) = {tuple(o.shape[:2])}, got {tuple(p_obj.shape)}")
+        raise ValueError(f"probs must have shape (N, J) = {tuple(o.shape[:2])}, got {tuple(p_obj.shape)}")
     _at_least_two(s, "samples", "summarize")
     modes, p = modes_of(o.numpy(), p_obj.numpy())
     modes, p = torch.from_numpy(modes), torch.from_numpy(p)
