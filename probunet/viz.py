@@ -60,7 +60,7 @@ def mode_frequency_plot(predicted, true, labels: list[str] | None = None, ax=Non
 
 
 def calibration_plot(predicted, true, bins: int = 10, ax=None, label: str = "model") -> plt.Axes:
-    """How often samples mark each object (N, K) against its true probability (N, K), with binned means."""
+    """How often samples mark each object (N, J) against its true probability (N, J), with binned means."""
     predicted, true = _np(predicted).ravel(), _np(true).ravel()
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     ax.scatter(true, predicted, s=4, alpha=0.25, color="C0")
@@ -74,6 +74,10 @@ def calibration_plot(predicted, true, bins: int = 10, ax=None, label: str = "mod
     return ax
 
 
+CURVE_LABELS = {"total": "loss, nats per example", "recon": "cross-entropy, nats per example",
+                "kl": "KL(q || p), nats per example"}  # sums within an example, means over the batch
+
+
 def training_curves(history: dict[str, list[float]], smooth: int = 50) -> plt.Figure:
     """Loss terms of a fit() history against the step, with a running mean over ``smooth`` steps."""
     terms = [k for k in ("total", "recon", "kl") if k in history]
@@ -84,7 +88,7 @@ def training_curves(history: dict[str, list[float]], smooth: int = 50) -> plt.Fi
         ax.plot(steps, values, color="0.8", lw=0.6)
         if len(values) >= smooth:
             ax.plot(steps[smooth - 1:], np.convolve(values, np.ones(smooth) / smooth, "valid"), color="C0")
-        ax.set(title=term, xlabel="step")
+        ax.set(title=term, xlabel="step", ylabel=CURVE_LABELS[term])
         if term != "kl":
             ax.set_yscale("log")
     fig.tight_layout()

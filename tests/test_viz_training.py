@@ -90,3 +90,15 @@ def test_lr_schedule_plot_follows_lr_at():
     run = lines["this run"]
     np.testing.assert_allclose(run.get_ydata(), np.asarray(history["lr"])[np.asarray(run.get_xdata()) - 1])
     assert ax.get_xlabel() == "step" and ax.get_ylabel() == "learning rate"
+
+
+def test_training_curves_label_every_axis_and_smooth_only_long_histories():
+    from probunet.viz import training_curves
+    history = {"step": list(range(1, 61)), "total": list(np.linspace(5, 1, 60)), "recon": list(np.linspace(4, 0.5, 60)),
+               "kl": list(np.linspace(1, 0.5, 60))}
+    fig = training_curves(history, smooth=50)
+    assert [ax.get_title() for ax in fig.axes] == ["total", "recon", "kl"]
+    assert all("nats per example" in ax.get_ylabel() for ax in fig.axes)
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2, 2]           # raw + running mean
+    assert [len(ax.lines) for ax in training_curves(history, smooth=100).axes] == [1, 1, 1]
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log", "linear"]

@@ -35,8 +35,10 @@ def main() -> None:
         ax.axis("off")
     for row, panels in enumerate([top, bottom]):
         for ax, (img, title, cmap) in zip(axes[row], panels):
-            ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            shown = ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(title, fontsize=8)
+            if cmap == "magma":  # the probability map: the masks are 0/1, this one needs its scale
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
     fig.tight_layout()
     out = Path(__file__).with_name("landing.png")
     fig.savefig(out, dpi=150)
