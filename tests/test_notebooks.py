@@ -93,3 +93,19 @@ def test_training_and_sampling_draw_from_one_seed(nb):
     literal = [line.strip() for s in code for line in s.splitlines()
                if LITERAL_SEED.search(line) and "make_toy(" not in line]
     assert not literal, f"{nb.name}: seeds not derived from SEED: {literal}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercises_have_solutions_that_check_themselves(nb):
+    """Exercises come 3 or more at a time, and each worked solution (a collapsed cell) asserts its answer."""
+    text = "\n".join(source(c) for c in cells(nb) if c["cell_type"] == "markdown")
+    if "## Exercises" not in text:
+        pytest.skip(f"{nb.name} has no exercises yet")
+    exercises = re.findall(r"^\d+\. \*\*", text[text.index("## Exercises"):], re.M)
+    assert len(exercises) >= 3, f"{nb.name}: {len(exercises)} exercises"
+    solutions = [source(c) for c in cells(nb) if c["cell_type"] == "code" and source(c).startswith("# solution")]
+    assert solutions, f"{nb.name}: exercises without worked solutions"
+    for s in solutions:
+        assert "assert " in s, f"{nb.name}: a solution that checks nothing: {s[:80]}"
+    tags = [c.get("metadata", {}).get("tags", []) for c in cells(nb) if source(c).startswith("# solution")]
+    assert all({"hide-cell", "hide-input"} & set(t) for t in tags), f"{nb.name}: solutions must be collapsed"
