@@ -7,6 +7,8 @@ from probunet import ProbabilisticUNet, ToyAmbiguousDataset, UNet
 from probunet.evaluate import sample_masks
 from probunet.metrics import ged_exact
 from probunet.pretrained import WEIGHTS_DIR, available, load_pretrained, save_weights
+from probunet.toy import retrain
+from probunet.train import seed_everything
 
 torch.set_num_threads(1)
 
@@ -61,12 +63,40 @@ def test_shipped_recipe_variants_carry_their_options_and_benchmark_scores():
     seed0 = {row["config"]: row for row in bench["rows"] if row["seed"] == 0}
     options = {"coordinates": dict(coordinates=True), "mixture_prior": dict(prior_components=4),
                "coordinates_mixture": dict(coordinates=True, prior_components=4),
-               "geco": dict(geco_target=pytest.approx(0.004))}
+               "geco": dict(geco_target=pytest.approx(0.004)), "stored_raters": {}}
     for config, expected in options.items():
         model = load_pretrained(f"probunet_toy_{config}", device="cpu")
         assert {k: model.config[k] for k in expected} == expected
+        assert model.info["recipe"]["annotation"] == bench["annotations"].get(config, bench["recipe"]["annotation"])
         assert model.info["recipe"]["steps"] == bench["steps"] == 10_000
         assert model.info["test_scores"] == {k: seed0[config][k] for k in model.info["test_scores"]}
     summary = {row["config"]: row for row in bench["summary"]}
     assert set(summary) == set(options) | {"reference", "unet", "truth"}
     assert all(row["seeds"] == [0, 1, 2] for row in summary.values())
+
+
+def test_retrain_trains_a_fresh_model_with_the_shipped_recipe():
+    shipped = load_pretrained("probunet_toy", device="cpu")
+    a = retrain("probunet_toy", seed=3, steps=4, device="cpu", progress=False)
+    assert type(a) is type(shipped) and a.config == shipped.config and not a.training
+    assert a.info["recipe"] == dict(shipped.info["recipe"], steps=4, seed=3)
+    weights = a.state_dict()
+    assert any(not torch.equal(v, shipped.state_dict()[k]) for k, v in weights.items())  # its own, not the shipped
+    b = retrain("probunet_toy", seed=3, steps=4, device="cpu", progress=False)
+    c = retrain("probunet_toy", seed=4, steps=4, device="cpu", progress=False)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in weights.items())        # the seed fixes the run
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in weights.items())
+    seed_everything(3)  # the start retrain builds: 4 steps of training moved it
+    untrained = ProbabilisticUNet(**shipped.config).state_dict()
+    assert any(not torch.equal(v, untrained[k]) for k, v in weights.items())
+
+
+def test_retrain_needs_a_recipe(tmp_path, monkeypatch):
+    import probunet.pretrained as pretrained
+
+    save_weights(UNet(channels=(4, 8)), tmp_path / "bare.pt", info={"recipe": {"steps": 10}})
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="'bare' store no batch_size, lr, lr_schedule, beta, annotation in their recipe"):
+        retrain("bare")
+    with pytest.raises(ValueError, match="no shipped weights named 'nope'"):
+        retrain("nope")
