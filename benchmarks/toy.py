@@ -37,8 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from probunet import ProbabilisticUNet, ToyAmbiguousDataset, UNet  # noqa: E402
 from probunet.pretrained import WEIGHTS_DIR, save_weights  # noqa: E402
 from probunet.evaluate import sample_masks  # noqa: E402
-from probunet.metrics import mode_frequencies, mode_tv  # noqa: E402
-from probunet.toy import evaluate, sample_truth, summarize  # noqa: E402
+from probunet.toy import evaluate, law_and_raters_tv, sample_truth, summarize  # noqa: E402
 from probunet.train import fit, seed_everything  # noqa: E402
 
 RECIPE = dict(batch_size=8, lr=1e-3, lr_schedule="cosine", beta=1.0)  # batch 8: 4x the updates of batch 32 at the same images/s on a CPU
@@ -70,11 +69,8 @@ def train_scores(samples: torch.Tensor, train: ToyAmbiguousDataset) -> dict[str,
     """Mean per-image TV of the mode frequencies of samples (TRAIN_IMAGES, S, H, W) of the first training
     images to their true law and to their 4 stored raters' frequencies."""
     modes, probs = train.all_modes()
-    modes, probs = modes[:TRAIN_IMAGES], probs[:TRAIN_IMAGES]                 # (n, 4, H, W), (n, 4)
-    freqs = mode_frequencies(samples, modes)                                  # (n, 5), "other" last
-    raters = mode_frequencies(train.annotations[:TRAIN_IMAGES], modes)[:, :-1]  # (n, 4): each stored mask is a mode
-    return {"train_tv_truth": mode_tv(freqs, probs, pooled=False).mean().item(),
-            "train_tv_raters": mode_tv(freqs, raters, pooled=False).mean().item()}
+    tv = law_and_raters_tv(samples, train.annotations[:TRAIN_IMAGES], modes[:TRAIN_IMAGES], probs[:TRAIN_IMAGES])
+    return {"train_tv_truth": tv["law"].mean().item(), "train_tv_raters": tv["raters"].mean().item()}
 
 
 def run(config: str, seed: int, steps: int, samples: int, threads: int, export: bool) -> dict:

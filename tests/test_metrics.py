@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probunet import metrics
-from probunet.toy import generate_toy, modes_of, summarize
+from probunet.toy import generate_toy, law_and_raters_tv, modes_of, summarize
 
 # 1x2 images: E empty, A = left pixel, B = right pixel; every distance between them is 0 or 1
 E, A, B = np.array([[0, 0]]), np.array([[1, 0]]), np.array([[0, 1]])
@@ -271,6 +271,20 @@ def test_summarize_sees_a_wrong_model():
     assert wrong["mode_tv_per_image"] > right["mode_tv_per_image"] + 0.1
     one_rater = summarize(draw_from_law(objects, probs, 50, seed=0), data["annotations"][:, :1], objects, probs)
     assert math.isnan(one_rater["ged_unbiased"]) and math.isfinite(one_rater["ged_biased"])
+
+
+def test_law_and_raters_tv_tells_the_law_from_the_raters():
+    data = generate_toy(200, seed=2)
+    objects, probs = data["objects"], data["probs"].astype(np.float64)
+    modes, mode_probs = modes_of(objects, probs)
+    raters = data["annotations"]                                               # (200, 4, H, W): 4 draws of the law
+    law = law_and_raters_tv(draw_from_law(objects, probs, 400, seed=0), raters, modes, mode_probs)
+    parrot = law_and_raters_tv(np.repeat(raters, 100, axis=1), raters, modes, mode_probs)  # the raters, 100 times
+    assert parrot["raters"].abs().max() < 1e-12 and law["law"].mean() < 0.05
+    assert parrot["law"].mean() > 0.25 and law["raters"].mean() > 0.25      # four draws are far from their law
+    assert parrot["law"].mean().item() == pytest.approx(law["raters"].mean().item(), abs=0.03)  # TV(raters, law), either way
+    with pytest.raises(ValueError, match="every annotation must be one of the modes"):
+        law_and_raters_tv(raters, 1 - raters, modes, mode_probs)
 
 
 # -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 annotations. On the toy data the whole distribution of masks is known (its modes
 and their probabilities), so :func:`summarize` adds the exact GED, the frequency
 of each mode, the share of samples that match no mode, and the calibration of
-per-object frequencies.
+per-object frequencies. :func:`law_and_raters_tv` asks whether samples follow the law or
+the few raters a model was trained on.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from ..evaluate import sample_masks
 from ..metrics import (Array, _assign, _at_least_two, _binary, _expected, _frequencies, _ged_exact, _masks,
                        _object_frequencies, _pairwise_iou, _same_images, _unit_interval, annotation_scores,
-                       calibration_error, mode_tv)
+                       calibration_error, mode_frequencies, mode_tv)
 from .shapes import ToyAmbiguousDataset, modes_of
 
 
@@ -55,6 +56,23 @@ def summarize(samples: Array, annotations: Array, objects: Array, probs: Array, 
         "mode_freq_pred": freqs.mean(0).tolist(),
         "mode_freq_true": F.pad(p, (0, 1)).mean(0).tolist(),
     }
+
+
+def law_and_raters_tv(samples: Array, annotations: Array, modes: Array, probs: Array,
+                      min_iou: float = 0.5) -> dict[str, torch.Tensor]:
+    """Per-image TV of the samples' mode frequencies to the true law and to the raters' own frequencies.
+
+    samples (N, S, H, W), annotations (N, R, H, W), each of them one of the modes (N, M, H, W),
+    probs (N, M). Returns ``{"law": (N,), "raters": (N,)}``. R raters give each mode a frequency in
+    steps of 1/R; a model that learned its raters rather than the law they were drawn from is
+    closer to the first than to the second.
+    """
+    freqs = mode_frequencies(samples, modes, min_iou)                    # (N, M + 1), "other" last
+    raters = mode_frequencies(annotations, modes, min_iou)
+    if (raters[:, -1] > 0).any():
+        raise ValueError("every annotation must be one of the modes; "
+                         f"{int((raters[:, -1] > 0).sum())} images have annotations that match none")
+    return {"law": mode_tv(freqs, probs, pooled=False), "raters": mode_tv(freqs, raters[:, :-1], pooled=False)}
 
 
 def sample_truth(objects: Array, probs: Array, n: int, seed: int = 0) -> torch.Tensor:
