@@ -73,6 +73,9 @@ def test_hidden_check_cells_say_what_they_are(nb):
     hidden = [source(c) for c in cells(nb) if c["cell_type"] == "code" and "remove-cell" in c.get("metadata", {}).get("tags", [])]
     unmarked = [s[:60] for s in hidden if not s.startswith("# book check: hidden in the rendered page")]
     assert not unmarked, f"{nb.name}: hidden cells without the '# book check' comment: {unmarked}"
+    shown = [source(c)[:60] for c in cells(nb) if c["cell_type"] == "code" and source(c).startswith("# book check")
+             and "remove-cell" not in c.get("metadata", {}).get("tags", [])]
+    assert not shown, f"{nb.name}: '# book check' cells that the book would show (tag them remove-cell): {shown}"
 
 
 TRAINS_OR_SAMPLES = re.compile(r"\bfit\(|load_pretrained\(")
