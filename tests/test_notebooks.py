@@ -70,11 +70,11 @@ def test_markdown_has_no_myst_directives(nb):
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_hidden_check_cells_say_what_they_are(nb):
     """A reader on Colab sees the remove-cell cells the book hides: each one says so in its first line."""
-    hidden = [source(c) for c in cells(nb) if c["cell_type"] == "code" and "remove-cell" in c.get("metadata", {}).get("tags", [])]
-    unmarked = [s[:60] for s in hidden if not s.startswith("# book check: hidden in the rendered page")]
+    code = [c for c in cells(nb) if c["cell_type"] == "code"]
+    hidden = lambda c: "remove-cell" in c.get("metadata", {}).get("tags", [])
+    unmarked = [source(c)[:60] for c in code if hidden(c) and not source(c).startswith("# book check: hidden in the rendered page")]
     assert not unmarked, f"{nb.name}: hidden cells without the '# book check' comment: {unmarked}"
-    shown = [source(c)[:60] for c in cells(nb) if c["cell_type"] == "code" and source(c).startswith("# book check")
-             and "remove-cell" not in c.get("metadata", {}).get("tags", [])]
+    shown = [source(c)[:60] for c in code if not hidden(c) and source(c).startswith("# book check")]
     assert not shown, f"{nb.name}: '# book check' cells that the book would show (tag them remove-cell): {shown}"
 
 
