@@ -46,7 +46,7 @@ $(PY):
 $(STAMP): requirements.txt pyproject.toml | $(PY)
 	$(PIP) install "$(TORCH)"
 	$(PIP) install -r requirements.txt
-	$(PIP) install -e .
+	$(PIP) install -e ".[book]"
 	touch $@
 
 test: unit nbval book browser
@@ -54,6 +54,7 @@ test: unit nbval book browser
 # pytest exits 5 when it collects no tests: not a failure here (e.g. while
 # tests/ is still empty); every other non-zero exit fails the target.
 unit: $(STAMP)
+	$(VENV)/bin/ruff check probunet $(NOTEBOOKS)
 	@$(T0); rc=0; $(PY) -m pytest tests || rc=$$?; $(T1); \
 	if [ $$rc -eq 5 ]; then echo "make: no unit tests collected in tests/ (pytest exit 5), not a failure"; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
@@ -100,7 +101,7 @@ COMPAT_STAMP := $(COMPAT_VENV)/.installed
 $(COMPAT_STAMP): tests/colab_versions.txt requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_PY) -m pip install "$(TORCH)"
-	$(COMPAT_PY) -m pip install -c tests/colab_versions.txt -e . pytest nbval ipykernel pyyaml
+	$(COMPAT_PY) -m pip install -c tests/colab_versions.txt -e ".[book]" pytest nbval ipykernel pyyaml
 	$(COMPAT_PY) -m pip check
 	touch $@
 

@@ -1,10 +1,10 @@
 """Train each model configuration for a fixed number of steps, over several seeds, and score it against the toy truth.
 
-    python benchmarks/toy.py --steps 10000 --seeds 0 1 2 --json probunet/weights/toy_benchmark.json
+    python benchmarks/toy.py --steps 10000 --seeds 0 1 2 --json probunet/book/weights/toy_benchmark.json
 
 A step budget, not a time budget: the same run takes 2.8x longer on some CPUs than on
 others, and a time budget would make the scores depend on the CPU. Each run trains with
-RECIPE (batch 8, Adam 1e-3 with a cosine schedule, beta 1, a fresh annotation drawn from
+probunet.toy.RECIPE (batch 8, Adam 1e-3 with a cosine schedule, beta 1, a fresh annotation drawn from
 the true law at every step; ``stored_raters`` instead picks one of the 4 stored rater masks,
 like a real data set), then draws 100 prior samples per test image; the scores are those of
 ``probunet.toy.summarize``. Wall time and images/s are reported beside them. On the first
@@ -23,6 +23,7 @@ the ``--json`` file that this call does not rerun, so one configuration can be a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -34,13 +35,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from probunet import ProbabilisticUNet, ToyAmbiguousDataset, UNet  # noqa: E402
-from probunet.pretrained import WEIGHTS_DIR, save_weights  # noqa: E402
+from probunet import ProbabilisticUNet, UNet, save_checkpoint  # noqa: E402
+from probunet.book import WEIGHTS_DIR  # noqa: E402
 from probunet.evaluate import sample_masks  # noqa: E402
-from probunet.toy import evaluate, law_and_raters_tv, sample_truth, summarize  # noqa: E402
+from probunet.toy import RECIPE, ToyAmbiguousDataset, evaluate, law_and_raters_tv, sample_truth, summarize  # noqa: E402
 from probunet.train import fit, seed_everything  # noqa: E402
 
-RECIPE = dict(batch_size=8, lr=1e-3, lr_schedule="cosine", beta=1.0)  # batch 8: 4x the updates of batch 32 at the same images/s on a CPU
 ANNOTATION = "fresh"  # each step draws a new annotation from the true law
 ANNOTATIONS = {"stored_raters": "stored"}  # configurations that train on the 4 stored raters instead
 TRAIN_IMAGES = 500  # training images on which the samples are compared with the law and with the raters
@@ -53,7 +53,13 @@ CONFIGS: dict[str, tuple[type[torch.nn.Module], dict]] = {
     "geco": (ProbabilisticUNet, dict(geco_target=GECO_TARGET)),
     "stored_raters": (ProbabilisticUNet, {}),
     "unet": (UNet, {}),
+    # the experiments chapter's KL-weight and latent-size sweep (seed 0 only)
+    "beta0.3": (ProbabilisticUNet, {}),
+    "beta3": (ProbabilisticUNet, {}),
+    "beta10": (ProbabilisticUNet, {}),
+    "latent2": (ProbabilisticUNet, dict(latent_dim=2)),
 }
+BETAS = {"beta0.3": 0.3, "beta3": 3.0, "beta10": 10.0}  # configurations that change the recipe's beta
 WEIGHT_NAMES = {"reference": "probunet_toy", "unet": "unet_toy"}  # others: probunet_toy_<config>
 SCORES = ["ged_exact", "mode_tv_per_image", "other_fraction", "calibration_error", "hm_iou", "mode_tv",
           "ged_unbiased", "diversity"]
@@ -82,20 +88,21 @@ def run(config: str, seed: int, steps: int, samples: int, threads: int, export: 
     seed_everything(seed)
     model = cls(**kwargs)
     t = time.perf_counter()
-    history = fit(model, train, steps=steps, seed=seed, device="cpu", progress=False, log_every=100, **RECIPE)
+    recipe = dataclasses.replace(RECIPE, steps=steps, seed=seed, beta=BETAS.get(config, RECIPE.beta))
+    history = fit(model, train, recipe, device="cpu", progress=False, log_every=100)
     train_seconds = time.perf_counter() - t
     seed_everything(seed)
     scores = evaluate(model, test, n=samples) | train_scores(sample_masks(model, train.images[:TRAIN_IMAGES], samples), train)
     row = {"config": config, "seed": seed, "steps": steps, "train_seconds": round(train_seconds, 1),
-           "images_per_second": round(steps * RECIPE["batch_size"] / train_seconds, 1),
+           "images_per_second": round(steps * RECIPE.batch_size / train_seconds, 1),
            **{k: round(v, 4) for k, v in scores.items() if isinstance(v, float)},
            "mode_freq_pred": [round(f, 4) for f in scores["mode_freq_pred"]],
            "final_kl": round(history["kl"][-1], 3) if "kl" in history else None}
     if export:
-        info = {"recipe": dict(RECIPE, annotation=annotation, steps=steps, seed=seed), "device": "cpu",
-                "torch": torch.__version__, "train_seconds": row["train_seconds"],
+        info = {"recipe": recipe.to_dict(), "annotation": annotation, "device": "cpu",
+                "torch": str(torch.__version__), "train_seconds": row["train_seconds"],
                 "made_by": f"benchmarks/toy.py --export {config}", "test_scores": {k: row[k] for k in SCORES}}
-        save_weights(model, WEIGHTS_DIR / f"{weight_name(config)}.pt", info=info)
+        save_checkpoint(WEIGHTS_DIR / f"{weight_name(config)}.pt", model, info, half=True)  # float16: half the size
     return row
 
 
@@ -173,15 +180,15 @@ def main() -> None:
     rows += [truth_row(args.samples, s) for s in seeds]
     summaries = summary(rows)
     machine = f"{platform.processor() or platform.machine()}, {args.parallel} runs x {args.threads} threads, torch {torch.__version__}"
-    print(f"\n{args.steps} steps of batch {RECIPE['batch_size']}, {args.samples} samples per test image; {machine}\n")
+    print(f"\n{args.steps} steps of batch {RECIPE.batch_size}, {args.samples} samples per test image; {machine}\n")
     print(table(summaries))
     if args.merge:
         args.json.unlink()
         args.json = args.json.with_suffix("").with_suffix(".json")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "steps": args.steps, "samples": args.samples,
-                                         "recipe": dict(RECIPE, annotation=ANNOTATION),
-                                         "annotations": ANNOTATIONS, "rows": rows, "summary": summaries}, indent=1))
+                                         "recipe": dict(RECIPE.to_dict(), annotation=ANNOTATION),
+                                         "annotations": ANNOTATIONS, "betas": BETAS, "rows": rows, "summary": summaries}, indent=1))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_wide_labels_and_bool_masks_are_kept():
     images, _ = arrays(n=2, r=1)
     wide = np.zeros((2, 1, 8, 12), np.int64)
     wide[0, 0, 0, 0] = 300
-    assert MultiAnnotatorDataset(images, wide).annotations.dtype == torch.int64
+    assert MultiAnnotatorDataset(images, wide, num_classes=301).annotations.dtype == torch.int64
     ds = MultiAnnotatorDataset(images, np.ones((2, 1, 8, 12), bool))
     assert ds.num_classes == 2 and ds[0][1].sum() == 96
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from probunet import metrics
+from probunet.toy import truth
 from probunet.toy import generate_toy, law_and_raters_tv, modes_of, summarize
 
 # 1x2 images: E empty, A = left pixel, B = right pixel; every distance between them is 0 or 1
@@ -87,8 +88,8 @@ def test_ged_hand_case():
 def test_ged_exact_hand_case():
     samples, modes, probs = stack(A, B), stack(E, A), np.array([[0.25, 0.75]])
     # E d(S,Y) = mean(0.25, 1) = 0.625; E d(Y,Y') = 2 * 0.25 * 0.75 = 0.375; E d(S,S') = 1
-    assert metrics.ged_exact(samples, modes, probs).item() == pytest.approx(2 * 0.625 - 1 - 0.375)
-    assert metrics.true_diversity(modes, probs).item() == pytest.approx(0.375)
+    assert truth.ged_exact(samples, modes, probs).item() == pytest.approx(2 * 0.625 - 1 - 0.375)
+    assert truth.true_diversity(modes, probs).item() == pytest.approx(0.375)
     assert metrics.diversity(stack(A, B, E)).item() == pytest.approx(1.0)
 
 
@@ -99,7 +100,7 @@ def test_ged_exact_is_the_expectation_of_unbiased_ged():
     n = 5000  # the same image n times: fresh annotation sets, the same (wrong) samples
     samples = np.repeat(draw_from_law(objects, 1 - probs, 4, seed=1), n, axis=0)
     annotations = draw_from_law(np.repeat(objects, n, 0), np.repeat(probs, n, 0), 8, seed=2)
-    exact = metrics.ged_exact(samples[:1], modes, mode_probs).item()
+    exact = truth.ged_exact(samples[:1], modes, mode_probs).item()
     unbiased = metrics.ged(samples, annotations)
     standard_error = unbiased.std().item() / math.sqrt(n)
     biased = metrics.ged(samples, annotations, unbiased=False).mean().item()
@@ -132,35 +133,35 @@ def test_assign_modes():
     half = np.zeros((8, 8), bool)
     half[4:6, 4:8] = True  # 8 of object 1's 16 pixels: IoU exactly 0.5 with mode 2
     samples = np.stack([modes[0, 3], modes[0, 0], noise, half, modes[0, 1]])[None]
-    assert metrics.assign_modes(samples, modes).tolist() == [[3, 0, 4, 2, 1]]
-    assert metrics.assign_modes(samples, modes, min_iou=0.6).tolist() == [[3, 0, 4, 4, 1]]
+    assert truth.assign_modes(samples, modes).tolist() == [[3, 0, 4, 2, 1]]
+    assert truth.assign_modes(samples, modes, min_iou=0.6).tolist() == [[3, 0, 4, 4, 1]]
     duplicated = np.concatenate([modes[:, 1:2], modes[:, 1:2]], axis=1)  # a tie goes to the lower index
-    assert metrics.assign_modes(modes[:, 1:2], duplicated).tolist() == [[0]]
-    assert metrics.assign_modes(samples, modes).dtype == torch.long
+    assert truth.assign_modes(modes[:, 1:2], duplicated).tolist() == [[0]]
+    assert truth.assign_modes(samples, modes).dtype == torch.long
 
 
 def test_empty_model_mode_frequencies():
     data = generate_toy(5, num_objects=2)
     modes, p = modes_of(data["objects"], data["probs"])
-    freqs = metrics.mode_frequencies(np.zeros((5, 7, 32, 32), np.uint8), modes)
+    freqs = truth.mode_frequencies(np.zeros((5, 7, 32, 32), np.uint8), modes)
     assert freqs.shape == (5, 5)
     assert freqs.tolist() == [[1.0, 0.0, 0.0, 0.0, 0.0]] * 5
     # TV of [1, 0, ...] against p is 1 - p_0
-    assert metrics.mode_tv(freqs, p, pooled=False).numpy() == pytest.approx(1 - p[:, 0])
-    assert metrics.mode_tv(freqs, p) == pytest.approx(1 - p[:, 0].mean())
+    assert truth.mode_tv(freqs, p, pooled=False).numpy() == pytest.approx(1 - p[:, 0])
+    assert truth.mode_tv(freqs, p) == pytest.approx(1 - p[:, 0].mean())
 
 
 def test_mode_tv_hand_case_and_noise_floor():
-    assert metrics.mode_tv([[0.5, 0.5]], [[1.0, 0.0]]) == pytest.approx(0.5)
-    assert metrics.mode_tv([[0.5, 0.3, 0.2]], [[0.5, 0.5]]) == pytest.approx(0.2)  # "other" counts
+    assert truth.mode_tv([[0.5, 0.5]], [[1.0, 0.0]]) == pytest.approx(0.5)
+    assert truth.mode_tv([[0.5, 0.3, 0.2]], [[0.5, 0.5]]) == pytest.approx(0.2)  # "other" counts
     # a perfect model with 100 samples and 4 equiprobable modes: per-image TV ~ 0.07, pooled ~ 0
     rng = np.random.default_rng(0)
     freqs = np.pad(rng.multinomial(100, [0.25] * 4, size=2000) / 100, ((0, 0), (0, 1)))
     probs = np.full((2000, 4), 0.25)
-    per_image = metrics.mode_tv(freqs, probs, pooled=False)
+    per_image = truth.mode_tv(freqs, probs, pooled=False)
     assert per_image.shape == (2000,) and per_image.dtype == torch.float64
     assert 0.06 < per_image.mean().item() < 0.08
-    assert metrics.mode_tv(freqs, probs) < 0.01
+    assert truth.mode_tv(freqs, probs) < 0.01
 
 
 def test_mode_tv_is_at_least_the_other_frequency():
@@ -168,12 +169,12 @@ def test_mode_tv_is_at_least_the_other_frequency():
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(4), size=300)
     freqs = rng.dirichlet(np.ones(5) * 0.7, size=300)  # last column "other", often large
-    per_image, other = metrics.mode_tv(freqs, probs, pooled=False).numpy(), freqs[:, -1]
+    per_image, other = truth.mode_tv(freqs, probs, pooled=False).numpy(), freqs[:, -1]
     assert (per_image >= other - 1e-12).all()
-    assert metrics.mode_tv(freqs, probs) >= other.mean() - 1e-12
+    assert truth.mode_tv(freqs, probs) >= other.mean() - 1e-12
     # equality when every mode is short by exactly its share of "other": the bound is tight
     tight = np.concatenate([probs * (1 - other[:, None]), other[:, None]], 1)
-    assert metrics.mode_tv(tight, probs, pooled=False).numpy() == pytest.approx(other)
+    assert truth.mode_tv(tight, probs, pooled=False).numpy() == pytest.approx(other)
 
 
 def test_object_frequencies():
@@ -181,8 +182,8 @@ def test_object_frequencies():
     partial = objects[0, 1].copy()
     partial[2:4] = False  # 8 of 16 pixels: exactly the 0.5 coverage
     samples = np.stack([objects[0, 0], partial, objects[0, 0] | objects[0, 1], np.zeros((6, 6), bool)])[None]
-    assert metrics.object_frequencies(samples, objects).tolist() == [[0.5, 0.5]]
-    assert metrics.object_frequencies(samples, objects, coverage=0.6).tolist() == [[0.5, 0.25]]
+    assert truth.object_frequencies(samples, objects).tolist() == [[0.5, 0.5]]
+    assert truth.object_frequencies(samples, objects, coverage=0.6).tolist() == [[0.5, 0.25]]
 
 
 # -----------------------------------------------------------------------------
@@ -191,15 +192,15 @@ def test_object_frequencies():
 
 def test_calibration():
     true = np.array([0.12, 0.18, 0.86])
-    assert metrics.calibration_error(true, true) == pytest.approx(0.0, abs=1e-12)
+    assert truth.calibration_error(true, true) == pytest.approx(0.0, abs=1e-12)
     # constant 0.5: bin 1 holds 0.12 and 0.18 (mean 0.15), bin 8 holds 0.86
-    assert metrics.calibration_error(np.full(3, 0.5), true) == pytest.approx(2 / 3 * 0.35 + 1 / 3 * 0.36)
-    curve = metrics.calibration_curve(np.full(3, 0.5), torch.tensor(true), bins=10)
+    assert truth.calibration_error(np.full(3, 0.5), true) == pytest.approx(2 / 3 * 0.35 + 1 / 3 * 0.36)
+    curve = truth.calibration_curve(np.full(3, 0.5), torch.tensor(true), bins=10)
     assert curve["counts"].tolist() == [0, 2, 0, 0, 0, 0, 0, 0, 1, 0]
     assert curve["bin_centers"] == pytest.approx(np.arange(0.05, 1, 0.1))
     assert curve["mean_true"][1] == pytest.approx(0.15) and curve["mean_predicted"][8] == 0.5
     assert np.isnan(curve["mean_true"][0]) and np.isnan(curve["mean_predicted"][9])
-    assert metrics.calibration_curve([1.0], [1.0], bins=4)["counts"].tolist() == [0, 0, 0, 1]
+    assert truth.calibration_curve([1.0], [1.0], bins=4)["counts"].tolist() == [0, 0, 0, 1]
 
 
 # -----------------------------------------------------------------------------
@@ -219,16 +220,16 @@ X = np.zeros((2, 3, 4, 4), np.uint8)
     (lambda: metrics.ged(X, X[:, :1]), "at least 2 annotations"),
     (lambda: metrics.diversity(X[:, :1]), "at least 2 samples"),
     (lambda: metrics.ged(X.astype(float) * np.nan, X), "samples contains NaN"),
-    (lambda: metrics.ged_exact(X, X, np.full((2, 3), 0.3)), "sum to 1"),
-    (lambda: metrics.true_diversity(X, np.full((2, 2), 0.5)), r"shape \(N, M\)"),
-    (lambda: metrics.mode_tv([[0.5, 0.5]], [[0.6, 0.4], [0.5, 0.5]]), "numbers of images N"),
-    (lambda: metrics.mode_tv([[0.5, 0.5, 0.0, 0.0]], [[0.5, 0.5]]), "M or M \\+ 1 columns"),
-    (lambda: metrics.mode_tv([[0.5, 0.6]], [[0.5, 0.5]]), "freqs rows must sum to 1"),
-    (lambda: metrics.calibration_error([0.5, np.nan], [0.5, 0.5]), "predicted contains NaN"),
-    (lambda: metrics.calibration_error([0.5], [1.5]), r"true must lie in \[0, 1\]"),
-    (lambda: metrics.calibration_error([0.5], [0.5, 0.5]), "different shapes"),
-    (lambda: metrics.calibration_curve([0.5], [0.5], bins=0), "bins"),
-    (lambda: metrics.object_frequencies(X, X), "empty object"),
+    (lambda: truth.ged_exact(X, X, np.full((2, 3), 0.3)), "sum to 1"),
+    (lambda: truth.true_diversity(X, np.full((2, 2), 0.5)), r"shape \(N, M\)"),
+    (lambda: truth.mode_tv([[0.5, 0.5]], [[0.6, 0.4], [0.5, 0.5]]), "numbers of images N"),
+    (lambda: truth.mode_tv([[0.5, 0.5, 0.0, 0.0]], [[0.5, 0.5]]), "M or M \\+ 1 columns"),
+    (lambda: truth.mode_tv([[0.5, 0.6]], [[0.5, 0.5]]), "freqs rows must sum to 1"),
+    (lambda: truth.calibration_error([0.5, np.nan], [0.5, 0.5]), "predicted contains NaN"),
+    (lambda: truth.calibration_error([0.5], [1.5]), r"true must lie in \[0, 1\]"),
+    (lambda: truth.calibration_error([0.5], [0.5, 0.5]), "different shapes"),
+    (lambda: truth.calibration_curve([0.5], [0.5], bins=0), "bins"),
+    (lambda: truth.object_frequencies(X, X), "empty object"),
     (lambda: summarize(X, X, X.astype(bool), np.full((2, 2), 0.5)), r"probs must have shape \(N, J\)"),
 ])
 def test_bad_input_raises(call, match):
@@ -341,7 +342,7 @@ def test_binary_only_metrics_refuse_several_classes():
     s, y = multi_class_example()
     objects = torch.ones(1, 1, 2, 2, dtype=torch.bool)
     with pytest.raises(ValueError, match="object_frequencies handles binary masks only.*labels up to 2.*masks == c"):
-        metrics.object_frequencies(s, objects)
+        truth.object_frequencies(s, objects)
     with pytest.raises(ValueError, match="summarize handles binary masks only"):
         summarize(s, y, objects, torch.full((1, 1), 0.5))
     with pytest.raises(ValueError, match="summarize handles binary masks only.*annotations"):

@@ -379,9 +379,9 @@ def test_num_classes_below_two():
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="latent_dim"):
         ProbabilisticUNet(latent_dim=0, **TINY)
-    with pytest.raises(ValueError, match="positive channels"):
+    with pytest.raises(ValueError, match=r"channels\[i\] must be >= 1, got 0"):
         ProbabilisticUNet(channels=(4, 0), convs_per_block=1)
-    with pytest.raises(ValueError, match="positive channels"):
+    with pytest.raises(TypeError, match="channels must be a non-empty tuple"):
         UNet(channels=(), convs_per_block=1)
 
 

@@ -42,8 +42,9 @@ def test_first_code_cell_installs_from_the_configured_repository_on_colab_only(n
     code = [c for c in cells(nb) if c["cell_type"] == "code"]
     first = source(code[0])
     assert '"google.colab" in sys.modules' in first
-    urls = re.findall(r"git\+(https://[^\s\"']+)", first)
-    assert urls == [REPO_URL], f"{nb.name} installs from {urls}, _config.yml says {REPO_URL}"
+    urls = re.findall(r'^REPO = "([^"]*)"', first, re.M)
+    assert urls == [REPO_URL], f"{nb.name} sets REPO = {urls}, _config.yml says {REPO_URL}"
+    assert '!pip install -q "probunet[book] @ git+{REPO}"' in first, f"{nb.name} does not install from REPO"
     for cell in code[1:]:
         assert "pip install" not in source(cell), f"{nb.name}: only the first code cell installs"
 
@@ -114,3 +115,14 @@ def test_exercises_have_solutions_that_check_themselves(nb):
     assert all({"hide-cell", "hide-input"} & set(t) for t in tags), f"{nb.name}: solutions must be collapsed"
     # their printed figures come from sampling or training: the assert holds on every machine, the digits need not
     assert all("nbval-ignore-output" in t for t in tags), f"{nb.name}: solutions must carry nbval-ignore-output"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_printed_lines_fit_a_rendered_page(nb):
+    """A rendered output cell shows about 80 characters; longer printed lines are cut off."""
+    long = []
+    for i, cell in enumerate(cells(nb)):
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain", "")
+            long += [(i, line[:40]) for line in "".join(text).splitlines() if len(line) > 79]
+    assert not long, f"{nb.name}: printed lines over 79 characters (cell, start): {long}"

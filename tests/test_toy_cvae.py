@@ -10,8 +10,8 @@ from torch.distributions import Independent, Normal
 from torch.distributions import kl_divergence as torch_kl
 
 from probunet import train
-from probunet.metrics import mode_tv
-from probunet.toy_cvae import (CENTRES, MAX_DIST, NOISE_STD, NUM_MODES, ToyCVAE, latent_mode_map, make_toy,
+from probunet.toy import mode_tv
+from probunet.toy.cvae import (CENTRES, MAX_DIST, NOISE_STD, NUM_MODES, ToyCVAE, latent_mode_map, make_toy,
                                mode_weights, nearest_mode, sample_frequencies, toy_dataset)
 
 torch.set_num_threads(1)  # tiny tensors: extra threads only add contention on a shared 2-core machine

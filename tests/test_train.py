@@ -11,7 +11,8 @@ from probunet import train
 from probunet.toy import ToyAmbiguousDataset, load_split
 from probunet.evaluate import sample_masks
 from probunet.model import ProbabilisticUNet
-from probunet.train import load_checkpoint, load_model, lr_at, resolve_device, save_checkpoint
+from probunet.checkpoint import load_checkpoint, load_model, resolve_device, save_checkpoint
+from probunet.train import lr_at
 from probunet.unet import UNet
 
 torch.set_num_threads(1)  # tiny tensors: extra threads only add contention on a shared 2-core machine
@@ -103,7 +104,7 @@ def test_beta_reaches_the_elbo(small_ds):
 
 
 def test_beta_for_a_model_without_a_kl_term_warns(small_ds):
-    with pytest.warns(UserWarning, match="beta=3.0 is ignored: UNet has no elbo"):
+    with pytest.warns(UserWarning, match="beta is ignored: UNet has no KL term"):
         hist = fit(unet(), small_ds, steps=2, batch_size=8, beta=3.0, progress=False)
     assert "kl" not in hist
 
@@ -162,12 +163,15 @@ def test_checkpoint_contents_and_atomic_write(small_ds, tmp_path):
                progress=False)
     assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"], "a temporary file was left behind"
     ckpt = load_checkpoint(path)
-    assert {"model", "optimizer", "step", "config", "history", "model_class", "model_config"} <= set(ckpt)
-    assert ckpt["step"] == 6 and ckpt["model_class"] == "ProbabilisticUNet" and ckpt["model_config"] == model.config
-    assert ckpt["config"]["steps"] == 6 and ckpt["config"]["lr"] == 2e-3 and ckpt["config"]["seed"] == 9
-    assert ckpt["config"]["batch_size"] == 8
-    assert ckpt["history"]["total"] == hist["total"]
-    assert len(ckpt["optimizer"]["state"]) == len(list(model.parameters()))
+    assert {"format", "version", "model", "info", "training", "model_class", "model_config"} == set(ckpt)
+    state = ckpt["training"]
+    assert {"optimizer", "scaler", "step", "config", "history", "dataset", "sampler"} <= set(state)
+    assert state["step"] == 6 and ckpt["model_class"] == "ProbabilisticUNet" and ckpt["model_config"] == model.config
+    assert state["config"]["steps"] == 6 and state["config"]["lr"] == 2e-3 and state["config"]["seed"] == 9
+    assert state["config"]["batch_size"] == 8 and ckpt["info"]["recipe"] == state["config"]
+    assert state["dataset"]["length"] == len(small_ds) and len(state["dataset"]["hash"]) == 40
+    assert state["history"]["total"] == hist["total"]
+    assert len(state["optimizer"]["state"]) == len(list(model.parameters()))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in ckpt["model"].items())
 
     # a save that dies half way leaves the previous checkpoint readable
@@ -180,10 +184,10 @@ def test_checkpoint_contents_and_atomic_write(small_ds, tmp_path):
     torch.save = broken_save
     try:
         with pytest.raises(OSError, match="disk full"):
-            save_checkpoint(path, model, torch.optim.Adam(model.parameters()), 99, {}, {})
+            save_checkpoint(path, model, training={"step": 99})
     finally:
         torch.save = real_save
-    assert load_checkpoint(path)["step"] == 6
+    assert load_checkpoint(path)["training"]["step"] == 6
 
 
 class Crash(Exception):
@@ -199,9 +203,9 @@ def test_exact_resume_after_a_crash(small_ds, tmp_path, monkeypatch):
     # the same run, killed right after writing its step-10 checkpoint
     real_save = train.save_checkpoint
 
-    def save_then_crash(path, model, optimizer, step, *args, **kwargs):
-        real_save(path, model, optimizer, step, *args, **kwargs)
-        if step == 10:
+    def save_then_crash(path, model, info, training, **kwargs):
+        real_save(path, model, info, training, **kwargs)
+        if training["step"] == 10:
             raise Crash
 
     monkeypatch.setattr(train, "save_checkpoint", save_then_crash)
@@ -209,7 +213,7 @@ def test_exact_resume_after_a_crash(small_ds, tmp_path, monkeypatch):
     with pytest.raises(Crash):
         fit(prob_unet(seed=0), small_ds, checkpoint=path, **kw)
     monkeypatch.setattr(train, "save_checkpoint", real_save)
-    assert load_checkpoint(path)["step"] == 10
+    assert load_checkpoint(path)["training"]["step"] == 10
 
     # a new process would have other weights and another RNG state: resume must not depend on either
     resumed = prob_unet(seed=123)
@@ -220,7 +224,7 @@ def test_exact_resume_after_a_crash(small_ds, tmp_path, monkeypatch):
     for key in LOSS_TERMS:
         assert hist[key] == ref_hist[key], key
     assert_same_params(resumed, ref)
-    assert load_checkpoint(path)["step"] == 20
+    assert load_checkpoint(path)["training"]["step"] == 20
 
 
 def test_exact_resume_one_step_at_a_time(small_ds, tmp_path):
@@ -232,7 +236,7 @@ def test_exact_resume_one_step_at_a_time(small_ds, tmp_path):
     for i in range(12):
         model = prob_unet(seed=0 if i == 0 else 100 + i)  # the first call starts the run: the reference's init
         hist = fit(model, small_ds, checkpoint=path, resume=True, max_seconds=0, **kw)
-        assert len(hist["step"]) == i + 1 and load_checkpoint(path)["step"] == i + 1
+        assert len(hist["step"]) == i + 1 and load_checkpoint(path)["training"]["step"] == i + 1
     for key in LOSS_TERMS:
         assert hist[key] == ref_hist[key], key
     assert_same_params(model, ref)
@@ -243,7 +247,7 @@ def test_resume_refuses_another_model(small_ds, tmp_path):
     fit(prob_unet(latent_dim=2), small_ds, steps=2, batch_size=8, checkpoint=path, progress=False)
     for other in (prob_unet(latent_dim=3), prob_unet(channels=(4, 4)), unet()):
         before = params(other)
-        with pytest.raises(ValueError, match="checkpoint .* holds a ProbabilisticUNet"):
+        with pytest.raises(ValueError, match="cannot resume .* holds a ProbabilisticUNet"):
             fit(other, small_ds, steps=4, batch_size=8, checkpoint=path, resume=True, progress=False)
         assert all(torch.equal(v, params(other)[k]) for k, v in before.items())
     # without resume=True the file is simply overwritten by the new run
@@ -254,9 +258,9 @@ def test_resume_refuses_another_model(small_ds, tmp_path):
 def test_resume_refuses_other_training_settings(small_ds, tmp_path):
     path = tmp_path / "ckpt.pt"
     fit(prob_unet(), small_ds, steps=2, batch_size=8, lr=1e-3, checkpoint=path, progress=False)
-    with pytest.raises(ValueError, match=r"other training settings .*'lr': \(0.001, 0.01\)"):
+    with pytest.raises(ValueError, match=r"other settings .*'lr': \(0.001, 0.01\)"):
         fit(prob_unet(), small_ds, steps=2, batch_size=8, lr=1e-2, checkpoint=path, resume=True, progress=False)
-    with pytest.raises(ValueError, match="other training settings .*'steps'"):
+    with pytest.raises(ValueError, match="other settings .*'steps'"):
         fit(prob_unet(), small_ds, steps=5, batch_size=8, lr=1e-3, checkpoint=path, resume=True, progress=False)
 
 
@@ -265,7 +269,7 @@ def test_resume_without_a_checkpoint_starts_fresh(small_ds, tmp_path):
     a = fit(prob_unet(), small_ds, steps=3, batch_size=8, checkpoint=path, resume=True, progress=False)
     b = fit(prob_unet(), small_ds, steps=3, batch_size=8, progress=False)
     assert a["step"] == [1, 2, 3] and a["total"] == b["total"]
-    assert load_checkpoint(path)["step"] == 3
+    assert load_checkpoint(path)["training"]["step"] == 3
 
 
 # -----------------------------------------------------------------------------
@@ -300,19 +304,17 @@ def test_fit_rejects_bad_arguments(small_ds):
     model = unet()
     before = params(model)
     cases = [
-        (dict(steps=5, epochs=1), "exactly one of steps or epochs"),
-        (dict(), "exactly one of steps or epochs"),
-        (dict(steps=5, batch_size=65), r"batch_size must be in \[1, len\(dataset\) = 64\], got 65"),
-        (dict(steps=5, batch_size=0), "batch_size"),
-        (dict(epochs=0), "at least one training step"),
-        (dict(steps=5, lr_schedule="linear"), "unknown lr schedule"),
-        (dict(steps=5, checkpoint_every=0), "checkpoint_every must be a positive number of steps, got 0"),
-        (dict(steps=5, checkpoint_every=-10), "checkpoint_every must be a positive"),
-        (dict(steps=5, log_every=0), "log_every must be a positive"),
-        (dict(steps=5, val_every=0), "val_every must be a positive"),
-        (dict(steps=5, clip_grad_norm=0.0), "clip_grad_norm > 0"),
-        (dict(steps=5, beta_warmup=-1), "beta_warmup and num_workers must be >= 0"),
-        (dict(steps=5, amp="fp16"), r"\(on CUDA\) 'fp16', got 'fp16' on cpu"),
+        (dict(steps=0), "steps must be >= 1, got 0"),
+        (dict(steps=5, batch_size=65), r"batch_size=65 is larger than the dataset \(64 items\)"),
+        (dict(steps=5, batch_size=0), "batch_size must be >= 1"),
+        (dict(steps=5, lr_schedule="linear"), "lr_schedule must be one of"),
+        (dict(steps=5, checkpoint_every=0), "checkpoint_every must be >= 1, got 0"),
+        (dict(steps=5, checkpoint_every=-10), "checkpoint_every must be >= 1"),
+        (dict(steps=5, log_every=0), "log_every must be >= 1"),
+        (dict(steps=5, val_every=0), "val_every must be >= 1"),
+        (dict(steps=5, clip_grad_norm=0.0), "clip_grad_norm must be > 0"),
+        (dict(steps=5, beta_warmup=-1), "beta_warmup must be >= 0"),
+        (dict(steps=5, amp="fp16"), "amp='fp16' needs CUDA"),
         (dict(steps=5, amp="fp8"), "amp must be None, 'bf16'"),
         (dict(steps=5, val_dataset=torch.utils.data.TensorDataset(torch.zeros(4))), "val_dataset needs .images"),
     ]
@@ -320,27 +322,6 @@ def test_fit_rejects_bad_arguments(small_ds):
         with pytest.raises(ValueError, match=match):
             fit(model, small_ds, **({"batch_size": 8, "progress": False} | kwargs))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "a rejected fit changed the model"
-
-
-def test_epochs_count_whole_batches_and_visit_every_image_once(small_ds):
-    seen = []
-
-    class Recording(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(small_ds)
-
-        def __getitem__(self, i):
-            seen.append(i)
-            return small_ds[i]
-
-    hist = fit(unet(), Recording(), epochs=1, batch_size=10, progress=False)
-    assert hist["step"] == list(range(1, 7))  # 64 // 10
-    assert len(seen) == 60 and len(set(seen)) == 60
-    seen.clear()
-    hist = fit(unet(), Recording(), epochs=2, batch_size=8, progress=False)
-    assert len(hist["step"]) == 16
-    assert sorted(seen[:64]) == list(range(64)) and sorted(seen[64:]) == list(range(64))
-    assert seen[:64] != seen[64:], "each epoch should draw a new order"
 
 
 def test_resolve_device(monkeypatch):
@@ -364,7 +345,7 @@ def test_progress_bar_goes_to_stderr(small_ds, capsys):
     assert captured.err == "" and captured.out == ""
 
 
-def test_loss_kwargs_reach_the_loss(small_ds, monkeypatch):
+def test_the_recipe_reaches_the_loss(small_ds, monkeypatch):
     model = prob_unet()
     calls = []
     real = model.elbo
@@ -374,7 +355,7 @@ def test_loss_kwargs_reach_the_loss(small_ds, monkeypatch):
         return real(x, y, **kwargs)
 
     monkeypatch.setattr(model, "elbo", spy)
-    fit(model, small_ds, steps=2, batch_size=8, beta=0.5, loss_kwargs={"analytic_kl": False}, progress=False)
+    fit(model, small_ds, steps=2, batch_size=8, beta=0.5, analytic_kl=False, progress=False)
     assert calls == [{"beta": 0.5, "analytic_kl": False}] * 2
 
 
@@ -479,7 +460,8 @@ def test_validation_keeps_the_best_checkpoint(small_ds, tmp_path):
     assert all(np.isfinite(hist["val_ged"])) and all(0 <= v <= 1 for v in hist["val_hm_iou"])
     best_step = hist["val_step"][int(np.argmin(hist["val_ged"]))]
     best = load_checkpoint(tmp_path / "run_best.pt")
-    assert best["step"] == best_step and best["history"]["val_ged"][-1] == min(hist["val_ged"])
+    assert best["training"]["step"] == best_step
+    assert best["training"]["history"]["val_ged"][-1] == min(hist["val_ged"])
     assert isinstance(load_model(tmp_path / "run_best.pt", device="cpu"), ProbabilisticUNet)
     # validation draws its samples from a forked RNG: training runs exactly as without it
     plain = fit(prob_unet(), small_ds, steps=12, batch_size=8, lr=3e-3, progress=False)
@@ -487,7 +469,7 @@ def test_validation_keeps_the_best_checkpoint(small_ds, tmp_path):
 
 
 def test_load_model_rebuilds_the_toy_cvae(tmp_path):
-    from probunet.toy_cvae import ToyCVAE, toy_dataset
+    from probunet.toy.cvae import ToyCVAE, toy_dataset
 
     torch.manual_seed(0)
     model = ToyCVAE(hidden=16)
@@ -517,12 +499,12 @@ def test_fit_and_sample_on_cuda(small_ds, tmp_path):
     part_path = tmp_path / "part.pt"
     settings = dict(steps=9, batch_size=8, device="cuda", checkpoint=part_path, progress=False)
     part = fit(prob_unet(seed=3), small_ds, max_seconds=0, **settings)
-    assert part["step"] == [1] and load_checkpoint(part_path)["step"] == 1
+    assert part["step"] == [1] and load_checkpoint(part_path)["training"]["step"] == 1
     resumed = prob_unet(seed=4)
     hist = fit(resumed, small_ds, resume=True, **settings)
     assert hist["step"] == list(range(1, 10)) and hist["total"][0] == part["total"][0]
     assert next(resumed.parameters()).is_cuda and np.isfinite(hist["total"]).all()
-    with pytest.raises(ValueError, match="other training settings"):
+    with pytest.raises(ValueError, match="other settings"):
         fit(prob_unet(seed=3), small_ds, resume=True, **(settings | {"steps": 12}))
     # the options for LIDC-sized data: workers, pinned memory, both kinds of autocast, clipping, sparse logs
     for amp in ("bf16", "fp16"):
@@ -535,7 +517,7 @@ def test_resume_sees_the_new_settings(small_ds, tmp_path):
     """clip_grad_norm=1.0 or amp are training settings too: a checkpoint remembers them."""
     path = tmp_path / "c.pt"
     fit(prob_unet(), small_ds, steps=4, batch_size=8, clip_grad_norm=1.0, max_seconds=0, checkpoint=path, progress=False)
-    assert load_checkpoint(path)["config"]["clip_grad_norm"] == 1.0
+    assert load_checkpoint(path)["training"]["config"]["clip_grad_norm"] == 1.0
     with pytest.raises(ValueError, match="clip_grad_norm"):
         fit(prob_unet(), small_ds, steps=4, batch_size=8, checkpoint=path, resume=True, progress=False)
     hist = fit(prob_unet(), small_ds, steps=4, batch_size=8, clip_grad_norm=1.0, checkpoint=path, resume=True,

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from probunet.toy.shapes import CONTRAST_RANGE, contrast_to_prob, generate_toy, modes_of  # noqa: E402
-from probunet.viz import gaussian_ellipses, law_plot, toy_examples  # noqa: E402
+from probunet.book.plots import gaussian_ellipses, law_plot, toy_examples  # noqa: E402
 
 
 @pytest.fixture(scope="module")

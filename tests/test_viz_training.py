@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from probunet.toy import generate_toy, modes_of  # noqa: E402
 from probunet.train import lr_at  # noqa: E402
-from probunet.viz import lr_schedule_plot, marginal_grid, unet_diagram  # noqa: E402
+from probunet.book.plots import lr_schedule_plot, marginal_grid, unet_diagram  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +93,7 @@ def test_lr_schedule_plot_follows_lr_at():
 
 
 def test_training_curves_label_every_axis_and_smooth_only_long_histories():
-    from probunet.viz import training_curves
+    from probunet.book.plots import training_curves
     history = {"step": list(range(1, 61)), "total": list(np.linspace(5, 1, 60)), "recon": list(np.linspace(4, 0.5, 60)),
                "kl": list(np.linspace(1, 0.5, 60))}
     fig = training_curves(history, smooth=50)

@@ -7,8 +7,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from probunet import ProbabilisticUNet  # noqa: E402
-from probunet.viz import latent_traversal  # noqa: E402
-from probunet.widgets import latent_explorer  # noqa: E402
+from probunet.book.plots import latent_traversal  # noqa: E402
+from probunet.book.widgets import latent_explorer  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -10,9 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from probunet import ToyAmbiguousDataset  # noqa: E402
+from probunet.toy import ToyAmbiguousDataset  # noqa: E402
 from probunet.evaluate import sample_masks  # noqa: E402
-from probunet.pretrained import load_pretrained  # noqa: E402
+from probunet.book import load_pretrained  # noqa: E402
 from probunet.train import seed_everything  # noqa: E402
 
 INDEX = 339  # a test image whose two objects are both genuinely ambiguous (p about 0.4 and 0.65)

@@ -1,0 +1,62 @@
+"""The package's three floors: the core imports nothing above it, and stays small enough to read."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "probunet"
+CORE = sorted(PACKAGE.glob("*.py"))
+TOY = sorted((PACKAGE / "toy").glob("*.py"))
+BOOK = sorted((PACKAGE / "book").glob("*.py"))
+
+
+def imported_modules(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) for every import in a file of the package."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names = [alias.name for alias in node.names]
+            out += [(module, names)] + [(f"{module}.{n}", []) for n in names]
+    return out
+
+
+@pytest.mark.parametrize("path", CORE + TOY, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_floor_imports_a_floor_above_it(path):
+    above = ("probunet.toy", "probunet.book") if path in CORE else ("probunet.book",)
+    bad = [m for m, _ in imported_modules(path) if m.startswith(above)]
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", CORE + TOY + BOOK, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_private_names_of_another(path):
+    bad = [(m, n) for m, names in imported_modules(path) if m.startswith("probunet") for n in names
+           if n.startswith("_") and n != "__version__"]
+    assert not bad, f"{path.name} imports private names {bad}"
+
+
+def test_import_probunet_loads_the_core_only():
+    code = ("import sys, probunet; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'matplotlib', 'ipywidgets', 'scipy'}), sorted(m for m in sys.modules if m.startswith('probunet.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    heavy, loaded = out.strip().split("] [")
+    assert heavy == "[", f"import probunet loaded {heavy}]"
+    assert "probunet.toy" not in loaded and "probunet.book" not in loaded, loaded
+    import probunet
+
+    assert callable(probunet.load_model) and callable(probunet.fit)
+
+
+def test_the_core_fits_in_1800_lines_of_79_characters():
+    lines = [line for path in CORE for line in path.read_text().splitlines()]
+    assert len(lines) <= 1800, f"the core has {len(lines)} lines"
+    long = [(p.name, i + 1) for p in PACKAGE.rglob("*.py") for i, line in enumerate(p.read_text().splitlines())
+            if len(line) > 79]
+    assert not long, f"lines over 79 characters: {long[:10]}"
