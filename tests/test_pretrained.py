@@ -54,9 +54,11 @@ def test_unknown_name_is_a_clear_error():
         load_pretrained("nope")
 
 
-# Scores recomputed from the shipped (float16) weights on this machine against the benchmark's float32 run:
-# measured differences of at most ... (2-core Intel Xeon, 1 and 2 threads). Another CPU samples other masks.
-TOLERANCE = {"ged_exact": 0.01, "mode_tv_per_image": 0.02, "other_fraction": 0.01}
+# Scores recomputed from the shipped (float16) weights against the benchmark's float32 run, measured on the
+# 2-core Intel Xeon that trained them, 1 and 2 threads: |difference| at most 0.0011 (GED), 0.0042 (TV per
+# image), 0.0019 (other) over reference, U-Net, coordinates and beta 3. Another CPU samples other masks, so
+# the tolerance is about 3x that; the configurations differ from each other by 0.01-0.3.
+TOLERANCE = {"ged_exact": 0.004, "mode_tv_per_image": 0.015, "other_fraction": 0.006}
 
 
 @pytest.mark.parametrize("name", ["probunet_toy", "unet_toy", "probunet_toy_coordinates"])
