@@ -27,18 +27,10 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, resolve_device, save_checkpoint
 from .evaluate import evaluate_annotations
+from .unet import check_number
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEDULES = ("constant", "cosine", "step")
-
-def _check_number(name: str, value, low: float, integer: bool) -> None:
-    """TypeError unless a (whole) number; ValueError unless >= low."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an int" if integer else "a number"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    if not value >= low:  # also refuses NaN
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -66,19 +58,19 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_number("steps", self.steps, 1, integer=True)
-        _check_number("batch_size", self.batch_size, 1, integer=True)
-        _check_number("warmup", self.warmup, 0, integer=True)
-        _check_number("beta_warmup", self.beta_warmup, 0, integer=True)
-        _check_number("seed", self.seed, 0, integer=True)
-        _check_number("beta", self.beta, 0, integer=False)
-        _check_number("weight_decay", self.weight_decay, 0, integer=False)
-        _check_number("lr", self.lr, 0, integer=False)
+        check_number("steps", self.steps, 1, integer=True)
+        check_number("batch_size", self.batch_size, 1, integer=True)
+        check_number("warmup", self.warmup, 0, integer=True)
+        check_number("beta_warmup", self.beta_warmup, 0, integer=True)
+        check_number("seed", self.seed, 0, integer=True)
+        check_number("beta", self.beta, 0, integer=False)
+        check_number("weight_decay", self.weight_decay, 0, integer=False)
+        check_number("lr", self.lr, 0, integer=False)
         if not self.lr > 0 or math.isinf(self.lr) or math.isinf(self.beta):
             raise ValueError(f"lr must be > 0 and lr, beta finite, "
                              f"got lr={self.lr!r}, beta={self.beta!r}")
         if self.clip_grad_norm is not None:
-            _check_number("clip_grad_norm", self.clip_grad_norm, 0, False)
+            check_number("clip_grad_norm", self.clip_grad_norm, 0, False)
             if self.clip_grad_norm == 0:
                 raise ValueError("clip_grad_norm must be > 0 (or None)")
         if self.lr_schedule not in SCHEDULES:
@@ -189,10 +181,10 @@ def _check_run(dataset, cfg, runtime: dict) -> None:
             f"batch_size={cfg.batch_size} is larger than the dataset "
             f"({len(dataset)} items)")
     for name in ("checkpoint_every", "val_every", "val_samples", "log_every"):
-        _check_number(name, runtime[name], 1, integer=True)
-    _check_number("num_workers", runtime["num_workers"], 0, integer=True)
+        check_number(name, runtime[name], 1, integer=True)
+    check_number("num_workers", runtime["num_workers"], 0, integer=True)
     if runtime["max_seconds"] is not None:
-        _check_number("max_seconds", runtime["max_seconds"], 0, False)
+        check_number("max_seconds", runtime["max_seconds"], 0, False)
     val = runtime["val_dataset"]
     if val is not None and not (hasattr(val, "images")
                                 and hasattr(val, "annotations")):
@@ -231,7 +223,8 @@ def _resume(path, model, optimizer, scaler, sampler, cfg, data) -> tuple:
 def fit(model: torch.nn.Module, dataset: Dataset,
         config: TrainConfig | None = None, *,
         device: str | torch.device = "auto", num_workers: int = 0,
-        pin_memory: bool = False, checkpoint: str | Path | None = None,
+        pin_memory: bool = False, channels_last: bool = False,
+        checkpoint: str | Path | None = None,
         checkpoint_every: int = 500, resume: bool = False,
         val_dataset=None, val_every: int = 500, val_samples: int = 16,
         best_checkpoint: str | Path | None = None, log_every: int = 1,
@@ -246,6 +239,8 @@ def fit(model: torch.nn.Module, dataset: Dataset,
     - ``num_workers`` > 0 loads batches in worker processes. They draw the
       annotations themselves: a run is reproducible, but a resumed one does
       not continue bit for bit as it does with ``num_workers=0``.
+    - ``channels_last=True`` stores the weights channels-last: 1.2-1.4x the
+      training speed on the CPUs we measured (``benchmarks/speed.py``).
     - ``checkpoint``: the run's state is saved there every
       ``checkpoint_every`` steps and at the end; ``resume=True`` continues
       from it (same recipe, same dataset, else a ValueError).
@@ -282,7 +277,8 @@ def fit(model: torch.nn.Module, dataset: Dataset,
                            or path.with_stem(path.stem + "_best"))
     data = dataset_fingerprint(dataset)
 
-    model.to(device).train()
+    memory = torch.channels_last if channels_last else torch.preserve_format
+    model.to(device, memory_format=memory).train()
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # fp16 gradients underflow without loss scaling

@@ -523,3 +523,18 @@ def test_resume_sees_the_new_settings(small_ds, tmp_path):
     hist = fit(prob_unet(), small_ds, steps=4, batch_size=8, clip_grad_norm=1.0, checkpoint=path, resume=True,
                progress=False)
     assert hist["step"] == [1, 2, 3, 4]
+
+
+def test_channels_last_trains_the_same_model_in_the_faster_layout(small_ds):
+    """benchmarks/speed.py measured channels-last weights 1.2-1.4x faster on the CPU; the maths is the same."""
+    settings = dict(steps=5, batch_size=8, lr=1e-3, seed=0, progress=False, device="cpu")
+    torch.manual_seed(0)
+    fast = prob_unet()
+    hist_fast = fit(fast, small_ds, channels_last=True, **settings)
+    conv = fast.unet.encoder.blocks[1][0].weight  # (C_out, C_in > 1, 3, 3)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    torch.manual_seed(0)
+    plain = prob_unet()
+    hist_plain = fit(plain, small_ds, **settings)
+    assert plain.unet.encoder.blocks[1][0].weight.is_contiguous()
+    np.testing.assert_allclose(hist_fast["total"], hist_plain["total"], rtol=1e-4)
