@@ -1,6 +1,7 @@
 """One checkpoint format for every model, safe to load from anywhere.
 
-A checkpoint is a ``torch.save``d dict of tensors and plain Python values::
+A checkpoint is a dict of tensors and plain Python values, written by
+``torch.save``::
 
     format        "probunet-checkpoint"     what the file is
     version       1
