@@ -1,4 +1,4 @@
-"""Your own data: images with several annotations each, as a torch Dataset.
+"""Your own data: images with several annotations each, as a torch Dataset::
 
     images       float (N, C, H, W)  intensities in a small range, e.g. [0, 1]
     annotations  int   (N, R, H, W)  R class-index masks, labels in [0, K)
