@@ -1,4 +1,4 @@
-"""Tests of probunet.toy_cvae: the 2-D toy data, the ToyCVAE's shapes and loss, and what training reaches."""
+"""Tests of probunet.toy.cvae: the 2-D toy data, the ToyCVAE's shapes and loss, and what training reaches."""
 from __future__ import annotations
 
 import math
