@@ -6,6 +6,9 @@ against the true distribution rather than a handful of raters:
 
 - ``shapes``: 32x32 images of 1-3 objects, each marked with a probability
   that its brightness shows (:class:`ToyAmbiguousDataset`);
+- ``exclusive``: 32x32 images of 3 such objects, of which every rater marks
+  exactly one, chosen with the probability its brightness shows
+  (:class:`ExclusiveObjectsDataset`);
 - ``lesions``: 64x64 LIDC-like lesions, 4 raters who disagree on whether a
   faint lesion is there and on its boundary;
 - ``cvae``: a conditional VAE in two dimensions (:class:`ToyCVAE`);
@@ -17,6 +20,7 @@ against the true distribution rather than a handful of raters:
 
 from . import lesions
 from .cvae import ToyCVAE
+from .exclusive import ExclusiveObjectsDataset, generate_exclusive
 from .lesions import generate_lesions, lesion_modes, lesion_path, load_lesions
 from .recipe import RECIPE, retrain, toy_train_set
 from .shapes import (ToyAmbiguousDataset, contrast_to_prob, generate_toy,
@@ -27,9 +31,10 @@ from .truth import (assign_modes, calibration_curve, calibration_error,
                     true_diversity)
 
 __all__ = [
-    "RECIPE", "ToyAmbiguousDataset", "ToyCVAE", "assign_modes",
-    "calibration_curve", "calibration_error", "contrast_to_prob", "evaluate",
-    "ged_exact", "generate_lesions", "generate_toy", "law_and_raters_tv",
+    "ExclusiveObjectsDataset", "RECIPE", "ToyAmbiguousDataset", "ToyCVAE",
+    "assign_modes", "calibration_curve", "calibration_error",
+    "contrast_to_prob", "evaluate", "ged_exact", "generate_exclusive",
+    "generate_lesions", "generate_toy", "law_and_raters_tv",
     "lesion_modes", "lesion_path", "lesions", "load_lesions", "load_split",
     "mode_frequencies", "mode_tv", "modes_of", "object_frequencies",
     "retrain", "sample_truth", "summarize", "toy_train_set",

@@ -37,9 +37,10 @@ def contrast_to_prob(contrast: np.ndarray) -> np.ndarray:
     return p0 + (p1 - p0) * (np.asarray(contrast) - c0) / (c1 - c0)
 
 
-def _draw_shapes(rng: np.random.Generator, size: int,
-                 num_objects: int) -> np.ndarray:
-    """Non-overlapping discs/squares, ordered left to right: bool (J, H, W)."""
+def draw_shapes(rng: np.random.Generator, size: int,
+                num_objects: int) -> np.ndarray:
+    """Non-overlapping discs/squares, ordered left to right: bool (J, H, W).
+    Shared by the toys whose images show such objects (shapes, exclusive)."""
     yy, xx = np.mgrid[0:size, 0:size]
     while True:
         radii = rng.uniform(0.1, 0.19, num_objects) * size
@@ -91,7 +92,7 @@ def generate_toy(n: int, size: int = 32, num_objects: int = 2,
     probs = np.empty((n, num_objects), np.float32)
     annotations = np.empty((n, num_raters, size, size), np.uint8)
     for i in range(n):
-        masks = _draw_shapes(rng, size, num_objects)
+        masks = draw_shapes(rng, size, num_objects)
         contrast = rng.uniform(*CONTRAST_RANGE, num_objects)
         image = BACKGROUND + np.tensordot(contrast, masks.astype(np.float64),
                                           axes=1)
@@ -200,6 +201,9 @@ class ToyAmbiguousDataset(Dataset):
     new mask from the true law each time. Randomness comes from torch's global
     RNG, so ``torch.manual_seed`` makes it reproducible.
     """
+
+    # objects are marked independently (see ExclusiveObjectsDataset)
+    exclusive = False
 
     def __init__(self, split: str = "train", annotation: str = "stored",
                  root: str | Path | None = None,

@@ -6,6 +6,10 @@ modes and their probabilities), so :func:`summarize` adds the exact GED, the
 frequency of each mode, the share of samples that match no mode, and the
 calibration of per-object frequencies. :func:`law_and_raters_tv` asks whether
 samples follow the law or the few raters a model was trained on.
+
+Two laws are known: independent objects (the shapes toy, whose modes are all
+subsets of the objects) and mutually exclusive ones (``exclusive=True``: one
+object per mask, the modes are the objects themselves).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from ..evaluate import sample_masks
 from ..metrics import (Array, annotation_scores, check_at_least_two,
                        check_binary, check_masks, check_same_images,
                        check_tensor, mean_pairs, pairwise_iou)
+from .exclusive import ExclusiveObjectsDataset
 from .shapes import ToyAmbiguousDataset, modes_of
 
 PROB_TOL = 1e-4  # how far a probability vector's sum may be from 1
@@ -259,20 +264,23 @@ def calibration_error(predicted: Array, true: Array, bins: int = 10) -> float:
 
 
 def summarize(samples: Array, annotations: Array, objects: Array, probs: Array,
-              min_iou: float = 0.5) -> dict:
-    """All metrics for binary predictions on data with known independent
-    objects.
+              min_iou: float = 0.5, exclusive: bool = False) -> dict:
+    """All metrics for binary predictions on data with known objects.
 
     samples (N, S, H, W) with S >= 2, annotations (N, R, H, W), objects bool
-    (N, J, H, W), probs (N, J) per-object marking probabilities (the modes come
-    from :func:`probunet.toy.modes_of`). Returns
+    (N, J, H, W), probs (N, J) per-object marking probabilities. Objects are
+    independent by default (the 2**J modes come from
+    :func:`probunet.toy.modes_of`); with ``exclusive=True`` a mask is exactly
+    one object, so the J modes are the objects and probs, whose rows must sum
+    to 1, are their probabilities. Returns
     :func:`probunet.metrics.annotation_scores` (``ged_unbiased``,
     ``ged_biased``, ``hm_iou``, ``diversity``, ``annotator_diversity``) and,
     against the truth, floats averaged over images: ``ged_exact``,
     ``true_diversity``, ``mode_tv`` (pooled), ``mode_tv_per_image`` (mean),
     ``other_fraction``, ``calibration_error`` (of per-object frequencies), and
     the pooled lists ``mode_freq_pred`` and ``mode_freq_true`` (M + 1 entries,
-    "other" last; its true value is 0).
+    "other" last; its true value is 0). Under either law object k is marked
+    with probability p_k, so the calibration is the same for both.
     """
     s, y, o = (check_masks(samples, "samples"),
                check_masks(annotations, "annotations"),
@@ -288,8 +296,12 @@ def summarize(samples: Array, annotations: Array, objects: Array, probs: Array,
             f"probs must have shape (N, J) = {tuple(o.shape[:2])}, got "
             f"{tuple(p_obj.shape)}")
     check_at_least_two(s, "samples", "summarize")
-    modes, p = modes_of(o.numpy(), p_obj.numpy())
-    modes, p = torch.from_numpy(modes), torch.from_numpy(p)
+    if exclusive:
+        p = _distribution(p_obj, "probs", tuple(p_obj.shape))
+        modes = o.to(torch.uint8)
+    else:
+        modes, p = modes_of(o.numpy(), p_obj.numpy())
+        modes, p = torch.from_numpy(modes), torch.from_numpy(p)
     s = s.to(torch.uint8)
 
     iou_sm, d_ss, d_mm = (pairwise_iou(s, modes), 1 - pairwise_iou(s),
@@ -334,30 +346,38 @@ def law_and_raters_tv(samples: Array, annotations: Array, modes: Array,
     }
 
 
-def sample_truth(objects: Array, probs: Array, n: int,
-                 seed: int = 0) -> torch.Tensor:
+def sample_truth(objects: Array, probs: Array, n: int, seed: int = 0,
+                 exclusive: bool = False) -> torch.Tensor:
     """n masks per image drawn from the true law itself: uint8 (N, n, H, W)
     from objects (N, J, H, W), probs (N, J).
 
-    Each object is marked independently with its probability, as the toy raters
-    do. Scored like a model's samples, they give the floor that n samples of a
-    perfect model reach.
+    Each object is marked independently with its probability, as the shapes
+    toy's raters do; with ``exclusive=True`` each mask is exactly one object,
+    object k with probability p_k (rows of probs must sum to 1). Scored like a
+    model's samples, they give the floor that n samples of a perfect model
+    reach.
     """
     o, p = (check_binary(check_masks(objects, "objects"), "objects",
                          "sample_truth").bool(),
             _unit_interval(probs, "probs"))
     if n < 1:
         raise ValueError(f"number of samples n must be >= 1, got {n}")
-    marks = torch.rand(
-        o.shape[0], n, o.shape[1],
-        generator=torch.Generator().manual_seed(seed)) < p[:, None].float()
+    generator = torch.Generator().manual_seed(seed)
+    if exclusive:
+        p = _distribution(p, "probs", tuple(o.shape[:2]))
+        k = torch.multinomial(p, n, replacement=True, generator=generator)
+        return o[torch.arange(o.shape[0])[:, None], k].to(torch.uint8)
+    marks = torch.rand(o.shape[0], n, o.shape[1],
+                       generator=generator) < p[:, None].float()
     return (o[:, None] & marks[..., None, None]).any(2).to(torch.uint8)
 
 
-def evaluate(model: torch.nn.Module, dataset: ToyAmbiguousDataset,
+def evaluate(model: torch.nn.Module,
+             dataset: ToyAmbiguousDataset | ExclusiveObjectsDataset,
              n: int = 100, batch_size: int = 50) -> dict:
     """Sample n masks per image of a toy dataset and return :func:`summarize`
-    of them."""
+    of them, under the dataset's law (its ``exclusive`` attribute)."""
     samples = sample_masks(model, dataset.images, n, batch_size)
     return summarize(samples, dataset.annotations, dataset.objects,
-                     dataset.probs)
+                     dataset.probs,
+                     exclusive=getattr(dataset, "exclusive", False))
