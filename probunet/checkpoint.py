@@ -138,7 +138,8 @@ def build_model(class_name: str, config: dict) -> nn.Module:
         raise ValueError(
             f"unknown model class {class_name!r}; registered: "
             f"{sorted(MODELS)}. Import the module that defines it first "
-            f"(the toy models: import probunet.toy), or pass model_class=")
+            f"(the rivals: import probunet.baselines), or pass "
+            f"model_class=")
     return MODELS[class_name](**config)
 
 def load_model(path: str | Path, device: str | torch.device = "auto",

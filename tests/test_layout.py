@@ -9,6 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "probunet"
 CORE = sorted(PACKAGE.glob("*.py"))
+BASELINES = sorted((PACKAGE / "baselines").glob("*.py"))
 TOY = sorted((PACKAGE / "toy").glob("*.py"))
 BOOK = sorted((PACKAGE / "book").glob("*.py"))
 
@@ -28,14 +29,20 @@ def imported_modules(path: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-@pytest.mark.parametrize("path", CORE + TOY, ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", CORE + BASELINES + TOY, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_floor_imports_a_floor_above_it(path):
-    above = ("probunet.toy", "probunet.book") if path in CORE else ("probunet.book",)
+    # the baselines sit beside the core's models: the core never needs them, they never need the toys
+    if path in CORE:
+        above = ("probunet.baselines", "probunet.toy", "probunet.book")
+    elif path in BASELINES:
+        above = ("probunet.toy", "probunet.book")
+    else:
+        above = ("probunet.book",)
     bad = [m for m, _ in imported_modules(path) if m.startswith(above)]
     assert not bad, f"{path.name} imports {bad}"
 
 
-@pytest.mark.parametrize("path", CORE + TOY + BOOK, ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", CORE + BASELINES + TOY + BOOK, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_imports_private_names_of_another(path):
     bad = [(m, n) for m, names in imported_modules(path) if m.startswith("probunet") for n in names
            if n.startswith("_") and n != "__version__"]
@@ -48,7 +55,7 @@ def test_import_probunet_loads_the_core_only():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     heavy, loaded = out.strip().split("] [")
     assert heavy == "[", f"import probunet loaded {heavy}]"
-    assert "probunet.toy" not in loaded and "probunet.book" not in loaded, loaded
+    assert not any(f"probunet.{floor}" in loaded for floor in ("baselines", "toy", "book")), loaded
     import probunet
 
     assert callable(probunet.load_model) and callable(probunet.fit)

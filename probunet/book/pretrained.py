@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .. import toy  # noqa: F401  (registers the toy model classes)
+from .. import baselines, toy  # noqa: F401  (registers their classes)
 from ..checkpoint import load_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
