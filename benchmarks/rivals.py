@@ -58,6 +58,8 @@ METHODS: dict[str, tuple[type[torch.nn.Module], dict]] = {
     "probunet_mixture": (ProbabilisticUNet, dict(prior_components=4)),
     "ensemble": (UNetEnsemble, dict(members=4)),
     "mheads": (MultiHeadUNet, dict(heads=4)),
+    # Rupprecht et al.'s relaxation: heads that never win still learn
+    "mheads_relaxed": (MultiHeadUNet, dict(heads=4, epsilon=0.05)),
     "dropout": (DropoutUNet, dict(p=0.5)),
     "image2image_vae": (Image2ImageVAE, dict(latent_dim=6)),
     "ssn": (StochasticSegmentationNetwork, dict(rank=10)),

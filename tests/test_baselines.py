@@ -124,6 +124,22 @@ def test_mheads_trains_only_the_best_head_per_example():
     assert torch.isclose(model.loss(x, y)["total"], ce.min(1).values.mean())
 
 
+def test_relaxed_mheads_gives_the_other_heads_epsilon():
+    model = build("mheads", epsilon=0.1)
+    x, y = batch(b=1)
+    grads = head_grads(model, x, y)
+    assert torch.all(grads > 0), grads  # every head learns a little
+    with torch.no_grad():
+        logits = model.head_logits(x)
+        ce = torch.stack([torch.nn.functional.cross_entropy(
+            logits[:, m], y, reduction="sum") for m in range(3)])
+    best = ce.min()
+    want = 0.9 * best + 0.1 * (ce.sum() - best) / 2
+    terms = model.loss(x, y)
+    assert torch.isclose(terms["total"], want)
+    assert torch.isclose(terms["recon"], best)
+
+
 def test_ssn_covariance_is_low_rank_plus_diagonal_and_positive():
     model = build("ssn", rank=4)
     x, _ = batch(b=1, hw=8)
@@ -189,6 +205,8 @@ def test_trains_with_fit_and_is_scored(name):
 BAD = [
     (lambda: UNetEnsemble(members=0), ValueError, r"members must be >= 1"),
     (lambda: MultiHeadUNet(heads=2.5), TypeError, r"heads must be an int"),
+    (lambda: MultiHeadUNet(epsilon=1.0), ValueError, r"epsilon must be < 1"),
+    (lambda: MultiHeadUNet(heads=1, epsilon=0.1), ValueError, r"one head"),
     (lambda: DropoutUNet(p=1.0), ValueError, r"p must be < 1"),
     (lambda: DropoutUNet(p=-0.1), ValueError, r"p must be >= 0"),
     (lambda: Image2ImageVAE(latent_dim=0), ValueError, r"latent_dim must be"),
