@@ -497,3 +497,74 @@ def lr_schedule_plot(total: int, lr: float,
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.legend(frameon=False, fontsize=8)
     return ax
+
+
+def method_samples(image, modes, probs, samples: dict,
+                   per_method: int = 6) -> plt.Figure:
+    """One image, its true modes, and a row of samples per method.
+
+    image (C, H, W); modes (M, H, W) with probabilities (M,); samples maps
+    a method's name to its masks (S, H, W), of which the first
+    ``per_method`` are shown.
+    """
+    modes, probs = _np(modes), _np(probs)
+    image = _np(image)
+    cols = max(1 + len(modes), per_method + 1)
+    rows = 1 + len(samples)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.15 * rows),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    shown = [(axes[0, 0], image[0] if image.ndim == 3 else image, "image")]
+    shown += [(axes[0, j + 1], m, f"truth p={p:.2f}")
+              for j, (m, p) in enumerate(zip(modes, probs))]
+    for r, (name, masks) in enumerate(samples.items(), start=1):
+        axes[r, 0].text(0.95, 0.5, name, ha="right", va="center",
+                        fontsize=8, transform=axes[r, 0].transAxes)
+        shown += [(axes[r, j + 1], s, "")
+                  for j, s in enumerate(_np(masks)[:per_method])]
+    for ax, img, title in shown:  # framed: an all-white mask stays visible
+        _show(ax, img, title)
+        ax.axis("on")
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def ged_against_samples(counts, ged: dict, floor=None,
+                        ax=None) -> plt.Axes:
+    """GED against the raters as the number of samples S grows, one line
+    per method: counts (len L,), ged maps a name to L values; ``floor``:
+    the same L values for masks drawn from the truth."""
+    ax = ax or plt.subplots(figsize=(5.5, 3.6))[1]
+    for name, values in ged.items():
+        ax.plot(counts, _np(values), "o-", label=name, ms=4)
+    if floor is not None:
+        ax.plot(counts, _np(floor), "k--", label="truth", lw=1)
+    ax.set(xscale="log", xticks=list(counts), xticklabels=list(counts),
+           xlabel="samples S per image", ylabel="GED² against 4 raters")
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    return ax
+
+
+def frequency_scatter(freqs: dict, true, columns: int = 4) -> plt.Figure:
+    """Sampled against true mode frequencies, every mode of every image,
+    one panel per method: freqs maps a name to (N, M + 1) frequencies
+    ("other" last, left out), true is (N, M)."""
+    true = _np(true).ravel()
+    rows = -(-len(freqs) // columns)
+    fig, axes = plt.subplots(rows, columns,
+                             figsize=(2.3 * columns, 2.4 * rows),
+                             squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(freqs):]:
+        ax.axis("off")
+    for ax, (name, f) in zip(axes.flat, freqs.items()):
+        ax.scatter(true, _np(f)[:, :-1].ravel(), s=3, alpha=0.2)
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set_title(name, fontsize=8)
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+    for ax in axes[-1]:
+        ax.set_xlabel("true frequency", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("sampled", fontsize=8)
+    fig.tight_layout()
+    return fig
