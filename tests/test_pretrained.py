@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from probunet import ProbabilisticUNet, UNet, save_checkpoint
+from probunet.baselines import DropoutUNet, Image2ImageVAE, StochasticSegmentationNetwork, UNetEnsemble
 from probunet.book import WEIGHTS_DIR, available, load_pretrained
-from probunet.toy import RECIPE, ToyAmbiguousDataset, evaluate, retrain
+from probunet.toy import RECIPE, ExclusiveObjectsDataset, ToyAmbiguousDataset, evaluate, retrain
 from probunet.train import TrainConfig, seed_everything
 
 torch.set_num_threads(1)
@@ -29,10 +30,34 @@ SHIPPED = {
     "probunet_toy_latent2": ("latent2", dict(latent_dim=2)),
 }
 
+RIVALS_BENCH = json.loads((WEIGHTS_DIR / "rivals_benchmark.json").read_text())
+RIVALS_SEED0 = {(r["dataset"], r["method"]): r for r in RIVALS_BENCH["rows"] if r["seed"] == 0}
+# the rivals chapter's weights (benchmarks/rivals.py --export) -> (data set, method, class)
+RIVALS = {
+    "rival_shapes_ensemble": ("shapes", "ensemble", UNetEnsemble),
+    "rival_shapes_dropout": ("shapes", "dropout", DropoutUNet),
+    "rival_shapes_image2image_vae": ("shapes", "image2image_vae", Image2ImageVAE),
+    "rival_shapes_ssn": ("shapes", "ssn", StochasticSegmentationNetwork),
+    "rival_exclusive_probunet": ("exclusive", "probunet", ProbabilisticUNet),
+}
+
 
 def test_exactly_the_weights_the_chapters_use_ship_and_they_fit_in_8_mb():
-    assert available() == sorted(SHIPPED)
-    assert sum((WEIGHTS_DIR / f"{name}.pt").stat().st_size for name in SHIPPED) <= 8 * 2**20
+    assert available() == sorted(list(SHIPPED) + list(RIVALS))
+    size = sum((WEIGHTS_DIR / f"{name}.pt").stat().st_size for name in available())
+    assert size <= 8 * 2**20, f"{size / 2**20:.2f} MiB"
+
+
+@pytest.mark.parametrize("name", sorted(RIVALS))
+def test_every_rival_file_records_the_one_recipe_and_its_benchmark_row(name):
+    dataset, method, cls = RIVALS[name]
+    model = load_pretrained(name, device="cpu")
+    assert type(model) is cls and not model.training
+    assert TrainConfig(**model.info["recipe"]) == RECIPE  # seed 0, 10,000 steps
+    assert model.info["dataset"] == dataset and model.info["annotation"] == "fresh"
+    row = RIVALS_SEED0[(dataset, method)]
+    assert row["steps"] == RIVALS_BENCH["steps"] == RECIPE.steps
+    assert model.info["test_scores"] == {k: row[k] for k in model.info["test_scores"]}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -71,6 +96,19 @@ def test_shipped_weights_still_score_what_the_benchmark_json_says(name):
         assert abs(scores[key] - SEED0[config][key]) <= tol, (key, scores[key], SEED0[config][key])
 
 
+# The same, for rivals whose samples are cheap to draw, and the exclusive Prob U-Net: measured |difference|
+# (float16 weights, 1 thread) at most 0.0008 (GED), 0.0013 (TV per image), 0.0010 (other); the same tolerances.
+@pytest.mark.parametrize("name", ["rival_shapes_ensemble", "rival_shapes_ssn", "rival_exclusive_probunet"])
+def test_rival_weights_still_score_what_the_rivals_json_says(name):
+    dataset, method, _ = RIVALS[name]
+    seed_everything(0)
+    data = ToyAmbiguousDataset("test") if dataset == "shapes" else ExclusiveObjectsDataset("test")
+    scores = evaluate(load_pretrained(name, device="cpu"), data, n=100)
+    for key, tol in TOLERANCE.items():
+        want = RIVALS_SEED0[(dataset, method)][key]
+        assert abs(scores[key] - want) <= tol, (key, scores[key], want)
+
+
 def test_retrain_trains_a_fresh_model_with_the_stored_recipe():
     shipped = load_pretrained("probunet_toy", device="cpu")
     a = retrain(shipped, seed=3, steps=4, device="cpu", progress=False)
@@ -96,3 +134,14 @@ def test_retrain_needs_a_recipe(tmp_path):
         retrain(load_model(tmp_path / "bare.pt", device="cpu"))
     with pytest.raises(ValueError, match="model.info holds no recipe"):
         retrain(UNet(channels=(4, 8)))
+
+
+def test_retrain_uses_the_data_set_its_weights_name():
+    from probunet.toy import toy_train_set
+
+    assert isinstance(toy_train_set("fresh", "exclusive"), ExclusiveObjectsDataset)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        toy_train_set("fresh", "lesions")
+    shipped = load_pretrained("rival_exclusive_probunet", device="cpu")
+    fresh = retrain(shipped, steps=1, device="cpu", progress=False)
+    assert fresh.info["dataset"] == "exclusive" and fresh.config == shipped.config

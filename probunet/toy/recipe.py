@@ -1,9 +1,10 @@
 """The one recipe that trains every toy model the book analyses.
 
 Every shipped toy model (``probunet.book.load_pretrained``) was trained by
-``benchmarks/toy.py`` with :data:`RECIPE` on the shapes' training set, a
-fresh annotation drawn from the true law at every step (``annotation=
-"fresh"``) unless its weights say otherwise, and seed 0. The weights store
+``benchmarks/toy.py`` or ``benchmarks/rivals.py`` with :data:`RECIPE` and
+seed 0, on the shapes' training set (or the one its weights name), a fresh
+annotation drawn from the true law at every step (``annotation="fresh"``)
+unless its weights say otherwise. The weights store
 the recipe; :func:`retrain` runs it again, for the "train it yourself"
 switch of the chapters.
 """
@@ -17,6 +18,7 @@ import torch
 
 from ..checkpoint import build_model
 from ..train import TrainConfig, fit, seed_everything
+from .exclusive import ExclusiveObjectsDataset
 from .shapes import ToyAmbiguousDataset
 
 # batch 8: on a CPU, 4x the updates of batch 32 at the same images/s
@@ -24,9 +26,16 @@ RECIPE = TrainConfig(steps=10_000, batch_size=8, lr=1e-3,
                      lr_schedule="cosine", beta=1.0, seed=0)
 
 
-def toy_train_set(annotation: str = "fresh") -> ToyAmbiguousDataset:
-    """The shapes' training set as the recipe uses it."""
-    return ToyAmbiguousDataset("train", annotation=annotation)
+def toy_train_set(annotation: str = "fresh", dataset: str = "shapes"
+                  ) -> ToyAmbiguousDataset | ExclusiveObjectsDataset:
+    """A toy training set as the recipe uses it: ``"shapes"`` or
+    ``"exclusive"`` (the mutually exclusive objects)."""
+    sets = {"shapes": ToyAmbiguousDataset,
+            "exclusive": ExclusiveObjectsDataset}
+    if dataset not in sets:
+        raise ValueError(f"dataset must be one of {sorted(sets)}, "
+                         f"got {dataset!r}")
+    return sets[dataset]("train", annotation=annotation)
 
 
 def retrain(
@@ -39,8 +48,10 @@ def retrain(
     """A fresh model like ``model``, trained again with its stored recipe.
 
     ``model`` is a shipped or loaded model whose ``info`` holds the recipe
-    (``info["recipe"]``, a :class:`TrainConfig` as a dict) and the
-    annotation mode (``info["annotation"]``). ``seed`` and ``steps``
+    (``info["recipe"]``, a :class:`TrainConfig` as a dict), the
+    annotation mode (``info["annotation"]``) and, for models of the
+    rivals benchmark, the data set (``info["dataset"]``, default the
+    shapes). ``seed`` and ``steps``
     override the recipe's. Returns the new model in eval mode with its own
     ``info``.
     """
@@ -54,11 +65,13 @@ def retrain(
     seed_everything(cfg.seed)  # the initial weights too, not only batches
     fresh = build_model(type(model).__name__, model.config)
     annotation = info.get("annotation", "fresh")
+    dataset = info.get("dataset", "shapes")
     start = time.perf_counter()
-    fit(fresh, toy_train_set(annotation), cfg, device=device,
+    fit(fresh, toy_train_set(annotation, dataset), cfg, device=device,
         progress=progress, log_every=100)
     fresh.info = {
         "recipe": cfg.to_dict(), "annotation": annotation,
+        "dataset": dataset,
         "torch": str(torch.__version__),
         "device": str(next(fresh.parameters()).device),
         "train_seconds": round(time.perf_counter() - start, 1),
