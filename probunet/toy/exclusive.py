@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .shapes import (ARRAYS, BACKGROUND, CONTRAST_RANGE, NOISE_STD,
-                     contrast_to_prob, draw_shapes, read_split)
+                     ToyAmbiguousDataset, contrast_to_prob, draw_shapes,
+                     read_split)
 
 # the repository's data/ folder
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -161,7 +161,7 @@ def save_exclusive(arrays: dict[str, np.ndarray], path: str | Path) -> None:
     np.savez_compressed(path, **{k: arrays[k] for k in ARRAYS})
 
 
-class ExclusiveObjectsDataset(Dataset):
+class ExclusiveObjectsDataset(ToyAmbiguousDataset):
     """The exclusive toy data as a torch Dataset yielding
     ``(image (1, H, W) float, mask (H, W) long)``, the mask one object.
 
@@ -173,32 +173,13 @@ class ExclusiveObjectsDataset(Dataset):
     """
 
     exclusive = True
+    load = staticmethod(load_exclusive)
+    validate = staticmethod(validate_exclusive)
 
-    def __init__(self, split: str = "train", annotation: str = "stored",
-                 root: str | Path | None = None,
-                 arrays: dict[str, np.ndarray] | None = None):
-        if annotation not in ("stored", "fresh"):
-            raise ValueError(
-                f"annotation must be 'stored' or 'fresh', got {annotation!r}")
-        arrays = load_exclusive(split, root) if arrays is None else arrays
-        validate_exclusive(arrays)
-        self.annotation = annotation
-        self.images = torch.from_numpy(arrays["images"].astype(np.float32)
-                                       / 255.0).unsqueeze(1)
-        self.objects = torch.from_numpy(arrays["objects"])
-        self.probs = torch.from_numpy(arrays["probs"])
-        self.annotations = torch.from_numpy(arrays["annotations"]).long()
-        self.num_classes = 2
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.annotation == "stored":
-            r = int(torch.randint(self.annotations.shape[1], ()))
-            return self.images[i], self.annotations[i, r]
+    def fresh_mask(self, i: int) -> torch.Tensor:
+        """A new mask (H, W) for image i: one object, drawn from probs."""
         k = int(torch.multinomial(self.probs[i], 1))
-        return self.images[i], self.objects[i, k].long()
+        return self.objects[i, k].long()
 
     def modes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """True modes of image i, its objects: masks uint8 (J, H, W) and

@@ -204,6 +204,8 @@ class ToyAmbiguousDataset(Dataset):
 
     # objects are marked independently (see ExclusiveObjectsDataset)
     exclusive = False
+    load = staticmethod(load_split)  # a subclass with other files swaps these
+    validate = staticmethod(validate_arrays)
 
     def __init__(self, split: str = "train", annotation: str = "stored",
                  root: str | Path | None = None,
@@ -211,8 +213,8 @@ class ToyAmbiguousDataset(Dataset):
         if annotation not in ("stored", "fresh"):
             raise ValueError(
                 f"annotation must be 'stored' or 'fresh', got {annotation!r}")
-        arrays = load_split(split, root) if arrays is None else arrays
-        validate_arrays(arrays)
+        arrays = self.load(split, root) if arrays is None else arrays
+        self.validate(arrays)
         self.annotation = annotation
         self.images = torch.from_numpy(arrays["images"].astype(np.float32)
                                        / 255.0).unsqueeze(1)
@@ -228,9 +230,13 @@ class ToyAmbiguousDataset(Dataset):
         if self.annotation == "stored":
             r = int(torch.randint(self.annotations.shape[1], ()))
             return self.images[i], self.annotations[i, r]
+        return self.images[i], self.fresh_mask(i)
+
+    def fresh_mask(self, i: int) -> torch.Tensor:
+        """A new mask (H, W) for image i from the true law: each object
+        marked with its probability."""
         marks = torch.rand(self.probs.shape[1]) < self.probs[i]
-        return (self.images[i],
-                (self.objects[i] & marks[:, None, None]).any(0).long())
+        return (self.objects[i] & marks[:, None, None]).any(0).long()
 
     def modes(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """True modes of image i: masks uint8 (M, H, W) and probabilities (M,),
