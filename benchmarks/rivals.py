@@ -78,6 +78,8 @@ TRUTH_SCORES = ["ged_exact", "mode_tv_per_image", "other_fraction",
 RATER_SCORES = [f"{k}_{s}" for s in SAMPLE_COUNTS
                 for k in ("ged_biased", "hm_iou")]
 OTHER = ["parameters", "train_seconds", "samples_per_second"]
+TABLE = (TRUTH_SCORES[:4] + ["ged_biased_1", "ged_biased_100", "hm_iou_16"]
+         + OTHER)
 
 
 def weight_name(dataset: str, method: str) -> str:
@@ -206,7 +208,8 @@ def table(summaries: list[dict], columns: list[str]) -> str:
     lines = ["| data | method | seeds | " + " | ".join(columns) + " |",
              "|---" * (len(columns) + 3) + "|"]
     for s in summaries:
-        cells = [f"{s[k]:.4g} ± {s[k + '_sd']:.2g}" if k in s else ""
+        cells = [f"{s[k]:,.0f}" if k == "parameters" and k in s
+                 else f"{s[k]:.4g} ± {s[k + '_sd']:.2g}" if k in s else ""
                  for k in columns]
         lines.append(f"| {s['dataset']} | {s['method']} | "
                      f"{len(s['seeds'])} | " + " | ".join(cells) + " |")
@@ -251,8 +254,7 @@ def main() -> None:
                      f"pass another --json for {args.steps}")
     rows = old["rows"] if old else []
     if args.table:
-        print(table(summary(rows), TRUTH_SCORES[:4] + ["hm_iou_16",
-                                                       "train_seconds"]))
+        print(table(summary(rows), TABLE))
         return
     done = {(r["dataset"], r["method"], r["seed"]) for r in rows}
     jobs = [(d, m, s) for s in args.seeds for d in args.datasets
@@ -276,8 +278,7 @@ def main() -> None:
             rows.append(future.result())
             print(json.dumps(rows[-1]), flush=True)
             write(args.json, rows, args.steps, machine)
-    print(table(summary(rows), TRUTH_SCORES[:4] + ["hm_iou_16",
-                                                   "train_seconds"]))
+    print(table(summary(rows), TABLE))
 
 
 if __name__ == "__main__":
