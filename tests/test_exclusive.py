@@ -10,6 +10,7 @@ from probunet.toy import (ExclusiveObjectsDataset, ToyAmbiguousDataset,
                           generate_exclusive, generate_toy, sample_truth,
                           summarize, truth)
 from probunet.toy import exclusive as ex
+from probunet.toy import shapes
 from probunet.toy.shapes import contrast_to_prob
 
 # tiny tensors: extra threads only add contention on a shared 2-core machine
@@ -142,7 +143,7 @@ def test_probs_are_the_formula_of_the_brightness(monkeypatch):
     """Without pixel noise an object's intensity is 0.1 + c_k (to 1/510), so
     the probs must be w_k / sum w_j with w = contrast_to_prob(c)."""
     noisy = generate_exclusive(200, seed=4)
-    monkeypatch.setattr(ex, "NOISE_STD", 0.0)
+    monkeypatch.setattr(shapes, "NOISE_STD", 0.0)  # drawn there
     clean = generate_exclusive(200, seed=4)
     # the noise only changes the pixels: same objects, probs, raters
     for key in ("objects", "probs", "annotations"):

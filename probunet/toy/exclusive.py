@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .shapes import (ARRAYS, BACKGROUND, CONTRAST_RANGE, NOISE_STD,
-                     ToyAmbiguousDataset, contrast_to_prob, draw_shapes,
-                     read_split)
+from .shapes import (ARRAYS, ToyAmbiguousDataset, contrast_to_prob,
+                     draw_image, read_split)
 
 # the repository's data/ folder
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -61,12 +60,7 @@ def generate_exclusive(n: int, size: int = 32, num_objects: int = 3,
     probs = np.empty((n, num_objects), np.float32)
     annotations = np.empty((n, num_raters, size, size), np.uint8)
     for i in range(n):
-        masks = draw_shapes(rng, size, num_objects)
-        contrast = rng.uniform(*CONTRAST_RANGE, num_objects)
-        image = BACKGROUND + np.tensordot(contrast, masks.astype(np.float64),
-                                          axes=1)
-        image += rng.normal(0.0, NOISE_STD, image.shape)
-        images[i] = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+        masks, contrast, images[i] = draw_image(rng, size, num_objects)
         objects[i] = masks
         weights = contrast_to_prob(contrast)
         p = weights / weights.sum()

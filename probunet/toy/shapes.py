@@ -65,6 +65,19 @@ def draw_shapes(rng: np.random.Generator, size: int,
     return np.stack(masks)
 
 
+def draw_image(rng: np.random.Generator, size: int, num_objects: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One toy image: object masks bool (J, H, W), contrasts (J,) and the
+    uint8 image (H, W), objects on a dark background with Gaussian noise."""
+    masks = draw_shapes(rng, size, num_objects)
+    contrast = rng.uniform(*CONTRAST_RANGE, num_objects)
+    image = BACKGROUND + np.tensordot(contrast, masks.astype(np.float64),
+                                      axes=1)
+    image += rng.normal(0.0, NOISE_STD, image.shape)
+    return masks, contrast, np.clip(np.round(image * 255), 0,
+                                    255).astype(np.uint8)
+
+
 def generate_toy(n: int, size: int = 32, num_objects: int = 2,
                  num_raters: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Generate ``n`` toy images with their objects, probabilities and rater
@@ -92,12 +105,7 @@ def generate_toy(n: int, size: int = 32, num_objects: int = 2,
     probs = np.empty((n, num_objects), np.float32)
     annotations = np.empty((n, num_raters, size, size), np.uint8)
     for i in range(n):
-        masks = draw_shapes(rng, size, num_objects)
-        contrast = rng.uniform(*CONTRAST_RANGE, num_objects)
-        image = BACKGROUND + np.tensordot(contrast, masks.astype(np.float64),
-                                          axes=1)
-        image += rng.normal(0.0, NOISE_STD, image.shape)
-        images[i] = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+        masks, contrast, images[i] = draw_image(rng, size, num_objects)
         objects[i] = masks
         probs[i] = contrast_to_prob(contrast)
         marks = rng.random((num_raters, num_objects)) < probs[i]
