@@ -9,6 +9,7 @@ Bad input raises a ``ValueError`` that says what is wrong.
 """
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Callable, Union
@@ -40,7 +41,8 @@ def check_images(images: Array) -> torch.Tensor:
                          f"{t.dtype}: scale integer images first, e.g. "
                          f"images / 255 for uint8 (from_npz and from_folders "
                          f"do this)")
-    if not torch.isfinite(t).all():
+    # in chunks: isfinite makes temporaries the size of the whole set
+    if not all(torch.isfinite(c).all() for c in t.split(256)):
         bad = ((~torch.isfinite(t)).flatten(1).any(1).nonzero()
                .flatten()[:5].tolist())
         raise ValueError(f"images contain NaN or inf (in images "
@@ -81,7 +83,8 @@ class MultiAnnotatorDataset(Dataset):
     every item (e.g. flips). Labels must be < ``num_classes`` (default: the
     largest label + 1, at least 2). Attributes: ``images`` float32,
     ``annotations`` (uint8 when labels fit), ``num_classes``, ``num_raters``,
-    ``ids`` (names, when read from files)."""
+    ``ids`` (names, when read from files), ``groups`` (the patient of each
+    item, for LIDC: split with :func:`probunet.lidc.split_by_group`)."""
 
     def __init__(self, images: Array, annotations: Array,
                  annotation: str | int = "random",
@@ -114,6 +117,7 @@ class MultiAnnotatorDataset(Dataset):
                             or max(2, int(self.annotations.max()) + 1))
         self.num_raters = r
         self.ids: list[str] | None = None
+        self.groups: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -125,6 +129,46 @@ class MultiAnnotatorDataset(Dataset):
         if self.transform is not None:
             image, mask = self.transform(image, mask)
         return image, mask
+
+    def subset(self, indices: Array | list[int]) -> MultiAnnotatorDataset:
+        """The items ``indices`` as a dataset with the same options."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        if idx.ndim != 1 or len(idx) == 0:
+            raise ValueError(f"indices must be a non-empty 1-D list, got "
+                             f"shape {tuple(idx.shape)}")
+        out = copy.copy(self)
+        out.images, out.annotations = self.images[idx], self.annotations[idx]
+        for name in ("ids", "groups"):
+            if getattr(self, name) is not None:
+                setattr(out, name, [getattr(self, name)[i] for i in idx])
+        return out
+
+    @classmethod
+    def from_lidc_crops(cls, root: str | Path, split: str,
+                        crop: int | None = 128, augment: bool = False,
+                        progress: bool = True,
+                        **kwargs) -> MultiAnnotatorDataset:
+        """A split ("train", "val", "test") of the HPU-Net paper's LIDC
+        crops (:mod:`probunet.lidc`). ``augment=True`` keeps the 180x180
+        tiles and draws a random ``crop`` window and flips on every access
+        (training); else the arrays are centre-cropped to ``crop``
+        (evaluation; None keeps the tiles). ``groups``: the patients."""
+        from .lidc import as_dataset, read_lidc_crops
+        arrays = read_lidc_crops(root, split, progress)
+        return as_dataset(cls, arrays, crop, augment, **kwargs)
+
+    @classmethod
+    def from_lidc_pickle(cls, path_or_dir: str | Path,
+                         crop: int | None = None, augment: bool = False,
+                         progress: bool = True,
+                         **kwargs) -> MultiAnnotatorDataset:
+        """The LIDC pickle of stefanknegt/Probabilistic-Unet-Pytorch (a
+        file or a folder of them), read without running any code it holds;
+        ``crop`` and ``augment`` as in :meth:`from_lidc_crops`.
+        ``groups``: the series ids."""
+        from .lidc import as_dataset, read_lidc_pickle
+        arrays = read_lidc_pickle(path_or_dir, progress)
+        return as_dataset(cls, arrays, crop, augment, **kwargs)
 
     @classmethod
     def from_npz(cls, path: str | Path, images_key: str = "images",

@@ -11,6 +11,8 @@ against the true distribution rather than a handful of raters:
   (:class:`ExclusiveObjectsDataset`);
 - ``lesions``: 64x64 LIDC-like lesions, 4 raters who disagree on whether a
   faint lesion is there and on its boundary;
+- ``lidc_like``: the lesions written in LIDC-IDRI's two public layouts, for
+  ``probunet.lidc`` and the command line;
 - ``cvae``: a conditional VAE in two dimensions (:class:`ToyCVAE`);
 - ``truth``: exact GED, mode frequencies, calibration and
   :func:`summarize` of them all, against the known law;
