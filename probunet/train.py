@@ -86,6 +86,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+# The one recipe of every model the book analyses, and of the command line.
+# Batch 8: on a CPU, 4x the updates of batch 32 at the same images/s.
+RECIPE = TrainConfig(steps=10_000, batch_size=8, lr=1e-3,
+                     lr_schedule="cosine", beta=1.0, seed=0)
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's (CPU and CUDA) generators."""
     random.seed(seed)

@@ -1,0 +1,4 @@
+"""``python -m probunet``: the command line of :mod:`probunet.cli`."""
+from .cli import main
+
+raise SystemExit(main())
