@@ -129,3 +129,33 @@ def test_printed_lines_fit_a_rendered_page(nb):
             text = out.get("text") or data.get("text/plain", "")
             long += [(i, line[:40]) for line in "".join(text).splitlines() if len(line) > 79]
     assert not long, f"{nb.name}: printed lines over 79 characters (cell, start): {long}"
+
+
+def test_the_lidc_chapter_runs_on_a_download_it_is_pointed_at(tmp_path):
+    """Set LIDC_CROPS and LIDC_PICKLE, as a reader with the real data does, and the
+    chapter runs every cell on those files: here written in the real layouts, with the
+    graders numbered _l1.._l4 and the pickle as a folder."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from probunet.toy.lidc_like import lidc_like, write_lidc_crops, write_lidc_pickle
+
+    for split, n, seed in (("train", 24, 11), ("val", 8, 12), ("test", 8, 13)):
+        write_lidc_crops(tmp_path / "crops", split, *lidc_like(n, seed, per_patient=2), first_grader=1)
+    arrays, series = lidc_like(40, 14, size=128)
+    write_lidc_pickle(tmp_path / "pickles" / "part1.pickle", arrays, series)
+    path = ROOT / "book" / "lidc.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    settings = {"LIDC_CROPS = None": f'LIDC_CROPS = "{tmp_path / "crops"}"',
+                "LIDC_PICKLE = None": f'LIDC_PICKLE = "{tmp_path / "pickles"}"', "STEPS = 100": "STEPS = 20"}
+    for cell in nb.cells:
+        for old, new in settings.items():
+            if old in cell.source:
+                cell.source = cell.source.replace(old, new)
+                settings[old] = None
+    assert all(v is None for v in settings.values()), f"the chapter no longer sets {settings}"
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "24 training items, 8 validation items" in out
+    assert "train:   24 images of   6 series" in out  # the pickle's 10 series, 64/16/20
+    assert "z-00000.0_c0_l1.png" in out
