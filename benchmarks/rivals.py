@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -217,13 +218,21 @@ def table(summaries: list[dict], columns: list[str]) -> str:
 
 
 def write(path: Path, rows: list[dict], steps: int, machine: str) -> None:
+    """Merge ``rows`` into the file's and write it atomically: two grids
+    may run at once (other data sets or seeds) and write the same file."""
+    key = lambda r: (r["dataset"], r["method"], r["seed"])  # noqa: E731
+    merged = {key(r): r for r in (json.loads(path.read_text())["rows"]
+                                  if path.exists() else [])}
+    merged.update({key(r): r for r in rows})
     order = {m: i for i, m in enumerate(list(METHODS) + ["truth"])}
-    rows = sorted(rows, key=lambda r: (DATASETS.index(r["dataset"]),
-                                       order[r["method"]], r["seed"]))
-    path.write_text(json.dumps(
+    rows = sorted(merged.values(), key=lambda r: (
+        DATASETS.index(r["dataset"]), order[r["method"]], r["seed"]))
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(
         {"machine": machine, "steps": steps, "samples": SAMPLES,
          "recipe": RECIPE.to_dict(), "rows": rows,
          "summary": summary(rows)}, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def main() -> None:
