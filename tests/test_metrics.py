@@ -203,6 +203,25 @@ def test_calibration():
     assert truth.calibration_curve([1.0], [1.0], bins=4)["counts"].tolist() == [0, 0, 0, 1]
 
 
+def test_the_two_binnings_of_a_noisy_but_reliable_predictor():
+    """A predictor q that is reliable (E[true | q] = q) but noisy: binned by the
+    true value it looks pulled to the middle, binned by its own value it is on
+    the diagonal; a predictor equal to the truth is on the diagonal either way."""
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0.05, 0.95, 200_000)
+    true = q + rng.uniform(-0.05, 0.05, q.size)  # E[true | q] = q
+    by_true = truth.calibration_curve(q, true, bins=10, by="true")
+    by_pred = truth.calibration_curve(q, true, bins=10, by="predicted")
+    gap = lambda c: c["mean_predicted"] - c["mean_true"]  # noqa: E731
+    assert gap(by_true)[0] > 0.01 and gap(by_true)[-1] < -0.01  # to the middle
+    assert np.abs(gap(by_pred)).max() < 0.002
+    assert by_pred["counts"].sum() == q.size and by_pred["counts"].min() > 0
+    exact = truth.calibration_curve(true, true, bins=10, by="predicted")
+    assert np.abs(gap(exact)).max() < 1e-12
+    with pytest.raises(ValueError, match="by must be"):
+        truth.calibration_curve(q, true, by="both")
+
+
 # -----------------------------------------------------------------------------
 # bad input
 

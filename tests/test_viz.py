@@ -88,3 +88,21 @@ def test_gaussian_ellipses_have_the_gaussians_centres_and_widths():
     assert lo <= -5 and hi >= 1.5  # the view was rescaled to show them
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         gaussian_ellipses(ax, mu[:, :1], sigma[:, :1])
+
+
+def test_calibration_plot_draws_each_binning_it_is_asked_for():
+    from probunet.book.plots import calibration_plot
+    from probunet.toy import calibration_curve
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.05, 0.95, 500)
+    predicted = np.clip(true + rng.normal(0, 0.1, 500), 0, 1)
+    ax = calibration_plot(predicted, true, by=("true", "predicted"))
+    lines = {line.get_label(): line for line in ax.lines}
+    assert set(lines) == {"model, binned by true", "model, binned by predicted", "perfect"}
+    for key in ("true", "predicted"):
+        curve = calibration_curve(predicted, true, by=key)
+        ok = curve["counts"] > 0
+        x, y = lines[f"model, binned by {key}"].get_data()
+        assert np.allclose(x, curve["mean_true"][ok]) and np.allclose(y, curve["mean_predicted"][ok])
+    assert [line.get_label() for line in calibration_plot(predicted, true).lines] == ["model, binned by true", "perfect"]

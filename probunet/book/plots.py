@@ -75,16 +75,22 @@ def mode_frequency_plot(predicted, true, labels: list[str] | None = None,
 
 
 def calibration_plot(predicted, true, bins: int = 10, ax=None,
-                     label: str = "model") -> plt.Axes:
+                     label: str = "model",
+                     by: tuple[str, ...] = ("true",)) -> plt.Axes:
     """How often samples mark each object (N, J) against its true probability
-    (N, J), with binned means."""
+    (N, J), with means binned by the true probability and/or (``by``) by the
+    predicted frequency (see ``probunet.toy.calibration_curve``)."""
     predicted, true = _np(predicted).ravel(), _np(true).ravel()
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     ax.scatter(true, predicted, s=4, alpha=0.25, color="C0")
-    curve = calibration_curve(predicted, true, bins)
-    ok = curve["counts"] > 0
-    ax.plot(curve["mean_true"][ok], curve["mean_predicted"][ok], "o-",
-            color="C1", label=f"{label} (binned)")
+    for key, style, color in (("true", "o-", "C1"),
+                              ("predicted", "s--", "C2")):
+        if key not in by:
+            continue
+        curve = calibration_curve(predicted, true, bins, by=key)
+        ok = curve["counts"] > 0
+        ax.plot(curve["mean_true"][ok], curve["mean_predicted"][ok], style,
+                color=color, label=f"{label}, binned by {key}")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
     ax.set(xlim=(0, 1), ylim=(0, 1),
            xlabel="true probability that an object is marked",

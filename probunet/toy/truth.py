@@ -220,15 +220,20 @@ def mode_tv(freqs: Array, probs: Array,
 # calibration
 
 
-def calibration_curve(predicted: Array, true: Array,
-                      bins: int = 10) -> dict[str, np.ndarray]:
-    """Reliability curve of predicted vs true probabilities (any equal shapes,
+def calibration_curve(predicted: Array, true: Array, bins: int = 10,
+                      by: str = "true") -> dict[str, np.ndarray]:
+    """Binned predicted against true probabilities (any equal shapes,
     flattened).
 
-    Values are binned by their TRUE probability into ``bins`` equal bins on
-    [0, 1]. Returns numpy arrays of length ``bins``: ``bin_centers``,
-    ``mean_true``, ``mean_predicted`` (NaN for empty bins) and ``counts``
-    (0 for empty bins).
+    ``by="true"`` bins by the TRUE probability into ``bins`` equal bins on
+    [0, 1]: how often the model marks what the truth marks with p. Then any
+    predictor that errs both ways looks pulled towards the middle, since
+    the bins at the ends collect its errors towards the middle (regression
+    dilution). ``by="predicted"`` bins by the predicted frequency, the
+    reliability curve: when the model says q, how often is it so? Its own
+    scatter then pushes the ends outwards. Returns numpy arrays of length
+    ``bins``: ``bin_centers``, ``mean_true``, ``mean_predicted`` (NaN for
+    empty bins) and ``counts`` (0 for empty bins).
     """
     pred, tru = (_unit_interval(predicted, "predicted"),
                  _unit_interval(true, "true"))
@@ -240,9 +245,12 @@ def calibration_curve(predicted: Array, true: Array,
         raise ValueError("predicted and true are empty")
     if not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive int, got {bins!r}")
+    if by not in ("true", "predicted"):
+        raise ValueError(f"by must be 'true' or 'predicted', got {by!r}")
     pred, tru = pred.flatten().numpy(), tru.flatten().numpy()
-    # true = 1 goes to the last bin
-    idx = np.minimum((tru * bins).astype(np.int64), bins - 1)
+    # a value of 1 goes to the last bin
+    key = tru if by == "true" else pred
+    idx = np.minimum((key * bins).astype(np.int64), bins - 1)
     counts = np.bincount(idx, minlength=bins)
     safe = np.maximum(counts, 1)
     mean = lambda w: np.where(  # noqa: E731
