@@ -141,10 +141,16 @@ class UNetBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *skips, x = self.encoder(x)
         for block, skip in zip(self.decoder, reversed(skips)):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear",
-                              align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
+            x = block(merge_skip(x, skip))
         return x
+
+def merge_skip(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """The skip connection: deeper features (B, C1, h, w), resized to the
+    skip's (H, W) (any size, so no crop or pad), then put before the skip's
+    features (B, C2, H, W): (B, C1 + C2, H, W)."""
+    x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear",
+                      align_corners=False)
+    return torch.cat([x, skip], dim=1)
 
 @register_model
 class UNet(nn.Module):
