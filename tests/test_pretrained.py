@@ -2,13 +2,15 @@
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from probunet import ProbabilisticUNet, UNet, save_checkpoint
 from probunet.baselines import DropoutUNet, Image2ImageVAE, StochasticSegmentationNetwork, UNetEnsemble
-from probunet.book import WEIGHTS_DIR, available, load_pretrained
+from probunet.book import WEIGHTS_DIR, available, describe, load_pretrained
 from probunet.toy import RECIPE, ExclusiveObjectsDataset, ToyAmbiguousDataset, evaluate, retrain
 from probunet.train import TrainConfig, seed_everything
 
@@ -145,3 +147,33 @@ def test_retrain_uses_the_data_set_its_weights_name():
     shipped = load_pretrained("rival_exclusive_probunet", device="cpu")
     fresh = retrain(shipped, steps=1, device="cpu", progress=False)
     assert fresh.info["dataset"] == "exclusive" and fresh.config == shipped.config
+
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "book").glob("*.ipynb"))
+
+
+def described_models(nb: Path) -> tuple[set[str], dict[str, str]]:
+    """The names a notebook's code loads literally, and the blocks its stored outputs print
+    with ``describe`` (name -> text)."""
+    cells = json.loads(nb.read_text())["cells"]
+    code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    loaded = set(re.findall(r'load_pretrained\(\s*"([^"]+)"', code))
+    texts = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code"
+             for o in c.get("outputs", [])]
+    # describe's four lines: name and class, seed and recipe, its settings, the data
+    pattern = r"^(shipped (\S+): .*\n  seed .*\n  \(.*\)\n  on .*)$"
+    blocks = [b for t in texts for b in re.findall(pattern, t, re.M)]
+    return loaded, {name: block for block, name in blocks}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapters_say_what_each_loaded_model_file_records(nb):
+    """Every chapter prints ``describe`` for each model it loads by name, and what it
+    stored is what the file says now: a retrained file makes this fail until the chapter
+    is run again (and its prose read again)."""
+    loaded, blocks = described_models(nb)
+    if not loaded:
+        pytest.skip(f"{nb.name} loads no shipped model")
+    assert loaded <= set(blocks), f"{nb.name} loads {sorted(loaded - set(blocks))} without describing them"
+    for name, block in blocks.items():
+        assert block == describe(load_pretrained(name, device="cpu"), name), (nb.name, name)

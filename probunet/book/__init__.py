@@ -4,6 +4,6 @@ Needs the extra ``pip install probunet[book]`` (matplotlib, ipywidgets).
 The core and ``probunet.toy`` never import this floor.
 """
 
-from .pretrained import WEIGHTS_DIR, available, load_pretrained
+from .pretrained import WEIGHTS_DIR, available, describe, load_pretrained
 
-__all__ = ["WEIGHTS_DIR", "available", "load_pretrained"]
+__all__ = ["WEIGHTS_DIR", "available", "describe", "load_pretrained"]
