@@ -17,7 +17,7 @@ Data: ``npz`` (a file with ``images`` and ``annotations``), ``folders``
 ``lidc-crops`` (the HPU-Net paper's split folders: train on ``train``, with
 random crops and flips, validate on ``val``, evaluate on ``--split``) and
 ``lidc-pickle`` (split by series with :func:`probunet.lidc.split_by_group`:
-60/20/20 with ``--split-seed``).
+64/16/20 as PHiSeg, SSN and MoSE split it, with ``--split-seed``).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import torch
 from .checkpoint import load_checkpoint, load_model, resolve_device
 from .data import MultiAnnotatorDataset
 from .evaluate import sample_masks
-from .lidc import SPLITS, RandomCropFlip, split_by_group
+from .lidc import PICKLE_SPLIT, SPLITS, RandomCropFlip, split_by_group
 from .metrics import annotation_scores
 from .model import ProbabilisticUNet
 from .train import RECIPE, fit
@@ -61,7 +61,7 @@ def load_data(path: str, fmt: str, split: str, crop: int,
             path, split, crop=crop, augment=train)
     if fmt == "lidc-pickle":
         whole = MultiAnnotatorDataset.from_lidc_pickle(path)
-        parts = split_by_group(whole.groups, (0.6, 0.2, 0.2), split_seed)
+        parts = split_by_group(whole.groups, PICKLE_SPLIT, split_seed)
         part = whole.subset(parts[SPLITS.index(split)])
         if train:  # on the pickle's 128x128 tiles: flips only
             part.transform = RandomCropFlip(min(crop, part.images.shape[-1]))
