@@ -217,6 +217,47 @@ def table(summaries: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+LABELS = {  # method -> the README's name for it
+    "probunet": "Prob U-Net (the package's default)",
+    "probunet_coordinates": "Prob U-Net, `coordinates=True`",
+    "probunet_mixture": "Prob U-Net, `prior_components=4`",
+    "ensemble": "U-Net ensemble (4 members)",
+    "mheads": "M-heads (4 heads, winner takes all)",
+    "mheads_relaxed": "M-heads, relaxed (`epsilon=0.05`)",
+    "dropout": "dropout U-Net (p = 0.5)",
+    "image2image_vae": "Image2Image VAE (fixed N(0, I) prior)",
+    "ssn": "Stochastic Segmentation Network (rank 10)",
+    "truth": "100 draws from the truth (the floor)"}
+README_COLUMNS = [("shapes", "ged_exact"), ("shapes", "mode_tv_per_image"),
+                  ("exclusive", "ged_exact"),
+                  ("exclusive", "mode_tv_per_image"),
+                  ("exclusive", "other_fraction"), ("lesions", "ged_exact"),
+                  ("lesions", "mode_tv_per_image")]
+
+
+def readme_table(summaries: list[dict]) -> str:
+    """The README's table: one row per method, a few scores per data set."""
+    by = {(s["dataset"], s["method"]): s for s in summaries}
+    names = {"ged_exact": "GED exact", "mode_tv_per_image": "TV per image",
+             "other_fraction": "no mode"}
+    lines = ["| method | seeds (" + ", ".join(DATASETS) + ") | "
+             + " | ".join(f"{d}: {names[k]}" for d, k in README_COLUMNS)
+             + " |", "|---" * (len(README_COLUMNS) + 2) + "|"]
+
+    def cell(s: dict | None, k: str) -> str:
+        if s is None or k not in s:
+            return "not run"
+        v, sd = (0.0 if abs(x) < 5e-4 else x for x in (s[k], s[k + "_sd"]))
+        return (f"{v:.3f} ± {sd:.3f}" if len(s["seeds"]) > 1
+                else f"{v:.3f}")
+    for m, label in LABELS.items():
+        seeds = ", ".join(str(len(by[d, m]["seeds"]) if (d, m) in by else 0)
+                          for d in DATASETS)
+        lines.append(f"| {label} | {seeds} | " + " | ".join(
+            cell(by.get((d, m)), k) for d, k in README_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
 def write(path: Path, rows: list[dict], steps: int, machine: str) -> None:
     """Merge ``rows`` into the file's and write it atomically: two grids
     may run at once (other data sets or seeds) and write the same file."""
@@ -254,6 +295,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=JSON)
     parser.add_argument("--table", action="store_true",
                         help="print the JSON's table and stop")
+    parser.add_argument("--readme", action="store_true",
+                        help="print the README's summary table and stop")
     args = parser.parse_args()
     if min(args.steps, args.parallel, args.threads) < 1:
         parser.error("--steps, --parallel and --threads must be >= 1")
@@ -262,8 +305,9 @@ def main() -> None:
         parser.error(f"{args.json} holds runs of {old['steps']} steps; "
                      f"pass another --json for {args.steps}")
     rows = old["rows"] if old else []
-    if args.table:
-        print(table(summary(rows), TABLE))
+    if args.table or args.readme:
+        print(readme_table(summary(rows)) if args.readme
+              else table(summary(rows), TABLE))
         return
     done = {(r["dataset"], r["method"], r["seed"]) for r in rows}
     jobs = [(d, m, s) for s in args.seeds for d in args.datasets

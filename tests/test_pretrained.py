@@ -1,6 +1,7 @@
 """The shipped weights: one recipe, the files record it, and they still score what the benchmark says."""
 
 import dataclasses
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from probunet.toy import RECIPE, ExclusiveObjectsDataset, ToyAmbiguousDataset, e
 from probunet.train import TrainConfig, seed_everything
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parent.parent
 BENCH = json.loads((WEIGHTS_DIR / "toy_benchmark.json").read_text())
 SEED0 = {row["config"]: row for row in BENCH["rows"] if row["seed"] == 0}
 # weights file -> benchmark configuration, and how the configuration departs from the reference
@@ -177,3 +179,13 @@ def test_chapters_say_what_each_loaded_model_file_records(nb):
     assert loaded <= set(blocks), f"{nb.name} loads {sorted(loaded - set(blocks))} without describing them"
     for name, block in blocks.items():
         assert block == describe(load_pretrained(name, device="cpu"), name), (nb.name, name)
+
+
+def test_the_readme_table_of_rivals_is_the_one_the_json_gives():
+    """The README's benchmark table is `benchmarks/rivals.py --readme`, and the
+    JSON's stored summary is the mean and sd of its rows: neither can go stale."""
+    spec = importlib.util.spec_from_file_location("rivals", ROOT / "benchmarks" / "rivals.py")
+    rivals = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rivals)
+    assert rivals.summary(RIVALS_BENCH["rows"]) == RIVALS_BENCH["summary"]
+    assert rivals.readme_table(RIVALS_BENCH["summary"]) in (ROOT / "README.md").read_text()
