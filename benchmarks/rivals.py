@@ -305,9 +305,11 @@ def main() -> None:
         parser.error(f"{args.json} holds runs of {old['steps']} steps; "
                      f"pass another --json for {args.steps}")
     rows = old["rows"] if old else []
-    if args.table or args.readme:
-        print(readme_table(summary(rows)) if args.readme
-              else table(summary(rows), TABLE))
+    if args.table:
+        print(table(summary(rows), TABLE))
+        return
+    if args.readme:
+        print(readme_table(summary(rows)))
         return
     done = {(r["dataset"], r["method"], r["seed"]) for r in rows}
     jobs = [(d, m, s) for s in args.seeds for d in args.datasets

@@ -151,7 +151,7 @@ def test_retrain_uses_the_data_set_its_weights_name():
     assert fresh.info["dataset"] == "exclusive" and fresh.config == shipped.config
 
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "book").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
 
 
 def described_models(nb: Path) -> tuple[set[str], dict[str, str]]:
