@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .shapes import (ARRAYS, ToyAmbiguousDataset, contrast_to_prob,
-                     draw_image, read_split)
+                     draw_image, empty_arrays, read_split)
 
 # the repository's data/ folder
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -48,17 +48,9 @@ def generate_exclusive(n: int, size: int = 32, num_objects: int = 3,
 
     The same arguments give the same arrays, bit for bit.
     """
-    if n < 1 or num_objects < 1 or num_raters < 1:
-        raise ValueError(
-            f"n, num_objects and num_raters must be >= 1, got {n}, "
-            f"{num_objects}, {num_raters}")
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
     rng = np.random.default_rng(seed)
-    images = np.empty((n, size, size), np.uint8)
-    objects = np.empty((n, num_objects, size, size), bool)
-    probs = np.empty((n, num_objects), np.float32)
-    annotations = np.empty((n, num_raters, size, size), np.uint8)
+    images, objects, probs, annotations = empty_arrays(
+        n, size, num_objects, num_raters)
     for i in range(n):
         masks, contrast, images[i] = draw_image(rng, size, num_objects)
         objects[i] = masks

@@ -78,6 +78,23 @@ def draw_image(rng: np.random.Generator, size: int, num_objects: int
                                     255).astype(np.uint8)
 
 
+def empty_arrays(n: int, size: int, num_objects: int, num_raters: int
+                 ) -> tuple[np.ndarray, ...]:
+    """Check a toy's sizes and allocate its four arrays (see ``ARRAYS``):
+    images (N, H, W), objects (N, J, H, W), probs (N, J) and annotations
+    (N, R, H, W). Shared by the toys drawn with :func:`draw_image`."""
+    if n < 1 or num_objects < 1 or num_raters < 1:
+        raise ValueError(
+            f"n, num_objects and num_raters must be >= 1, got {n}, "
+            f"{num_objects}, {num_raters}")
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    return (np.empty((n, size, size), np.uint8),
+            np.empty((n, num_objects, size, size), bool),
+            np.empty((n, num_objects), np.float32),
+            np.empty((n, num_raters, size, size), np.uint8))
+
+
 def generate_toy(n: int, size: int = 32, num_objects: int = 2,
                  num_raters: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Generate ``n`` toy images with their objects, probabilities and rater
@@ -93,17 +110,9 @@ def generate_toy(n: int, size: int = 32, num_objects: int = 2,
 
     The same arguments give the same arrays, bit for bit.
     """
-    if n < 1 or num_objects < 1 or num_raters < 1:
-        raise ValueError(
-            f"n, num_objects and num_raters must be >= 1, got {n}, "
-            f"{num_objects}, {num_raters}")
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
     rng = np.random.default_rng(seed)
-    images = np.empty((n, size, size), np.uint8)
-    objects = np.empty((n, num_objects, size, size), bool)
-    probs = np.empty((n, num_objects), np.float32)
-    annotations = np.empty((n, num_raters, size, size), np.uint8)
+    images, objects, probs, annotations = empty_arrays(
+        n, size, num_objects, num_raters)
     for i in range(n):
         masks, contrast, images[i] = draw_image(rng, size, num_objects)
         objects[i] = masks
